@@ -1,0 +1,54 @@
+"""Train the original model (the papers' INIT): <save_dir>/checkpoint.pt and eval_result.json."""
+import os
+
+import torch
+
+import dataset
+import trainer
+import utils
+from arg_parser import build_parser
+from evaluation import accuracy, predict_probs
+
+
+def parse(argv=None):
+    return build_parser(__doc__, ["data", "train"]).parse_args(argv)
+
+
+def train_model(args, splits, device, run_dir, name="train", ckpt_name="checkpoint.pt", extra=None, mask=None):
+    """Initialize with --train_seed and train on the `name` split; used by main_baseline and retrain."""
+    raw = splits.raw
+    meta = trainer.model_meta(args, raw)
+    model = trainer.init_model(meta, args.train_seed, device)
+    x, y = splits.xy(name)
+    steps = dataset.num_batches(len(x), args.batch_size)
+    sgd = trainer.MaskedSGD(model, args.lr, args.momentum, args.weight_decay, mask)
+    sched = trainer.lr_schedule(sgd.optimizer, steps, args.decreasing_lr, args.warmup)
+    aug = "none" if args.no_aug else raw.augment
+    trainer.fit(model, sgd, sched, args.epochs, lambda e: dataset.batches(x, y, args.batch_size, True, aug), steps,
+                run_dir=run_dir, ckpt_name=ckpt_name, resume=args.resume, extra={"meta": meta, **(extra or {})},
+                val=splits.xy("val"))
+    return model, meta
+
+
+@utils.cli
+def main(argv=None):
+    args = parse(argv)
+    device = utils.resolve_device(args.device, args.gpu)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}")
+    splits = dataset.splits_from_args(args, device)
+    utils.ensure_dir(args.save_dir)
+    ckpt = os.path.join(args.save_dir, "checkpoint.pt")
+    if args.resume and os.path.exists(ckpt):
+        utils.load_torch(ckpt, "checkpoint to resume")  # a corrupt or unsafe file fails before anything runs
+    model, _ = train_model(args, splits, device, args.save_dir, extra={"args": vars(args)})
+    acc = {k: accuracy(predict_probs(model, *splits.xy(k)[:1], device), splits.xy(k)[1].cpu())
+           for k in ("train", "val", "test")}
+    utils.write_json({"accuracy": acc, "args": vars(args), "git": utils.git_sha()},
+                     os.path.join(args.save_dir, "eval_result.json"))
+    print(f"accuracy: {acc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Training shared by every script: the masked SGD step, the lr schedule, the epoch loop with
+atomic per-epoch checkpoints and exact resume, and validation.
+
+Masking (the contract of DESIGN.md): weight decay is folded into the gradient and the sum is multiplied
+by the mask before SGD's momentum sees it, so a masked-out coordinate gets a zero update every step and
+its momentum buffer stays zero: it is bit-identical after any number of steps (plain gradient masking
+with torch's weight decay or momentum would still move it).
+"""
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import utils
+from evaluation import accuracy, predict_probs
+from utils import UserError
+
+
+class MaskedSGD:
+    """SGD with momentum and weight decay whose step leaves every masked-out weight untouched.
+
+    `mask`: {param_name: bool tensor}; parameters not named move freely.
+    """
+
+    def __init__(self, model, lr, momentum=0.9, weight_decay=5e-4, mask=None):
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named]
+        self.weight_decay = weight_decay
+        mask = mask or {}
+        self.masks = [mask[n].to(device=p.device, dtype=p.dtype) if n in mask else None for n, p in self.named]
+        self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=momentum, weight_decay=0.0)
+
+    def step(self):
+        grads = [p.grad for p in self.params]
+        for p, g, m in zip(self.params, grads, self.masks):
+            if g is None:
+                continue
+            if self.weight_decay:
+                g.add_(p.detach(), alpha=self.weight_decay)
+            if m is not None:
+                g.mul_(m)
+        self.optimizer.step()
+
+    def zero_grad(self):
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def lr_schedule(optimizer, steps_per_epoch, milestones=(), warmup_epochs=0):
+    """Per-step LambdaLR: linear warm-up over `warmup_epochs`, then 10x drops at the milestone epochs."""
+    milestones = sorted(milestones)
+    warm = warmup_epochs * steps_per_epoch
+
+    def factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        epoch = step // steps_per_epoch
+        return 0.1 ** sum(epoch >= m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def cross_entropy(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+def check_finite(loss, epoch, step):
+    value = loss.item()
+    if not math.isfinite(value):
+        raise UserError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}; the run diverged, "
+                        f"lower the learning rate")
+    return value
+
+
+def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc):
+    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss."""
+    model.train()
+    losses = []
+    bar = tqdm(batch_iter, total=total, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True,
+               disable=None)
+    for step, (x, y) in enumerate(bar):
+        loss = loss_fn(model, x, y)
+        sgd.zero_grad()
+        loss.backward()
+        sgd.step()
+        scheduler.step()
+        losses.append(check_finite(loss, epoch, step))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return sum(losses) / max(len(losses), 1)
+
+
+def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cross_entropy, run_dir=None,
+        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch"):
+    """The epoch loop. `make_batches(epoch)` yields the epoch's (x, y) batches.
+
+    With run_dir: a checkpoint (model, optimizer, scheduler, epoch, RNG states, `extra`) is written
+    atomically after every epoch and one JSON line per epoch goes to run_dir/log.jsonl; `resume=True`
+    continues from that checkpoint so the result equals an uninterrupted run.
+    """
+    start = 0
+    path = os.path.join(run_dir, ckpt_name) if run_dir else None
+    if resume and path and os.path.exists(path):
+        state = utils.load_torch(path, "checkpoint to resume")
+        if "optimizer" not in state or "epoch" not in state:
+            raise UserError(f"checkpoint '{path}' holds no training state to resume from")
+        model.load_state_dict(state["state_dict"])
+        sgd.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        utils.set_rng_state(state["rng"])
+        start = state["epoch"]
+        print(f"resuming from {path} after epoch {start}")
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        loss = train_epoch(model, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc)
+        record = {"epoch": epoch + 1, "loss": round(loss, 5), "lr": sgd.optimizer.param_groups[0]["lr"],
+                  "seconds": round(time.perf_counter() - t0, 3)}
+        if val is not None:
+            record["val_acc"] = round(accuracy(predict_probs(model, val[0], val[0].device), val[1].cpu()), 3)
+        if run_dir:
+            state = {"state_dict": model.state_dict(), "optimizer": sgd.optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": utils.rng_state()}
+            state.update(extra or {})
+            utils.save_torch(state, path)
+            utils.log_line(os.path.join(run_dir, "log.jsonl"), record)
+        print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+    return model
+
+
+def model_meta(args, raw):
+    """What it takes to rebuild the model; stored in every checkpoint."""
+    mean, std = raw.stats()
+    return {"arch": args.arch, "dataset": args.dataset, "num_classes": raw.num_classes,
+            "in_channels": raw.shape[0], "image_size": raw.shape[-1], "mean": mean, "std": std,
+            "imagenet_arch": bool(args.imagenet_arch)}
+
+
+def build(meta):
+    """The model described by `meta` (see model_meta); it keeps `meta` as an attribute."""
+    import models
+    model = models.build_model(meta["arch"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
+                               image_size=meta["image_size"], mean=meta["mean"], std=meta["std"],
+                               imagenet_arch=meta["imagenet_arch"])
+    model.meta = meta
+    return model
+
+
+def init_model(meta, train_seed, device):
+    """A freshly initialized model; the same --train_seed gives the same weights."""
+    utils.seed_everything(train_seed)
+    return build(meta).to(device)
+
+
+def load_model(path, args, raw, device):
+    """A trained model from our checkpoint or the reference's ({'state_dict': ...}), checked against the data."""
+    state = utils.load_torch(path, "model")
+    if not isinstance(state, dict):
+        raise UserError(f"model '{path}' is not a checkpoint (expected a dict with a state_dict)")
+    sd = state.get("state_dict", state)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()) or not sd:
+        raise UserError(f"model '{path}' holds no state_dict of tensors")
+    if all(v.dtype == torch.bool for v in sd.values()):
+        raise UserError(f"'{path}' is a mask, not a model; pass it with --mask")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    meta = state.get("meta") or model_meta(args, raw)
+    if meta["num_classes"] != raw.num_classes or meta["in_channels"] != raw.shape[0]:
+        raise UserError(f"model '{path}' was made for {meta['num_classes']} classes and {meta['in_channels']} "
+                        f"channels; {args.dataset} has {raw.num_classes} and {raw.shape[0]}")
+    model = build(meta)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which {meta['arch']} does not"
+        raise UserError(f"model '{path}' does not fit --arch {meta['arch']}: it {what}")
+    return model.to(device), meta

@@ -1,0 +1,28 @@
+"""The shared unlearning loop: masked SGD, schedule, progress, exact resume; methods bring loss and batches."""
+import dataset
+import trainer
+
+
+def run(model, args, mask, make_batches, steps_per_epoch, loss_fn=trainer.cross_entropy, run_dir=None,
+        lr=None, epochs=None, desc="unlearn"):
+    """Train `model` for --unlearn_epochs at --unlearn_lr with --momentum, --weight_decay, --decreasing_lr
+    (only the milestones that fall inside the run) and --warmup; only weights the mask allows move."""
+    lr = args.unlearn_lr if lr is None else lr
+    epochs = args.unlearn_epochs if epochs is None else epochs
+    sgd = trainer.MaskedSGD(model, lr, args.momentum, args.weight_decay, mask)
+    milestones = [m for m in args.decreasing_lr if m < epochs]
+    sched = trainer.lr_schedule(sgd.optimizer, steps_per_epoch, milestones, args.warmup)
+    return trainer.fit(model, sgd, sched, epochs, make_batches, steps_per_epoch, loss_fn=loss_fn,
+                       run_dir=run_dir, ckpt_name="train_state.pt", resume=args.resume, desc=desc)
+
+
+def augmentation(splits, args):
+    return "none" if args.no_aug else splits.raw.augment
+
+
+def epoch_batches(splits, name, args):
+    """(make_batches, steps_per_epoch) over one split, shuffled, augmented unless --no-aug."""
+    x, y = splits.xy(name)
+    aug = augmentation(splits, args)
+    return (lambda epoch: dataset.batches(x, y, args.batch_size, True, aug),
+            dataset.num_batches(len(x), args.batch_size))

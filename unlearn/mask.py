@@ -1,0 +1,80 @@
+"""Masks: {param_name: bool tensor}. Loading and checking them, and SalUn's saliency masks.
+
+Saliency: s = |sum over forget batches of grad CE(model(x), y)| (eval mode, no step); a mask at ratio r
+keeps the round(r * total) entries with the largest s over all parameters, ties broken by position
+(earlier parameter, then earlier entry, wins), so the same scores always give the same mask.
+"""
+import torch
+import torch.nn.functional as F
+
+import utils
+from utils import UserError
+
+
+def check_mask(mask, model, source):
+    """Every name must be a parameter of the model with the same shape; values must be 0/1."""
+    if not isinstance(mask, dict) or not mask or not all(isinstance(v, torch.Tensor) for v in mask.values()):
+        raise UserError(f"mask '{source}' is not a mask: expected a dict of parameter name -> 0/1 tensor")
+    params = dict(model.named_parameters())
+    out = {}
+    for name, m in mask.items():
+        if name not in params:
+            if name.endswith(("running_mean", "running_var", "num_batches_tracked")) or name.startswith("normalize"):
+                raise UserError(f"'{source}' looks like a model, not a mask; pass it with --model_path")
+            raise UserError(f"mask '{source}' names '{name}', which --arch {model.meta['arch']} does not have")
+        if m.shape != params[name].shape:
+            raise UserError(f"mask '{source}': '{name}' has shape {tuple(m.shape)}, the model's is "
+                            f"{tuple(params[name].shape)}")
+        if m.dtype != torch.bool:
+            if m.is_floating_point() and not torch.isfinite(m).all():
+                raise UserError(f"mask '{source}': '{name}' holds NaN or infinite values")
+            if not ((m == 0) | (m == 1)).all():
+                raise UserError(f"mask '{source}': '{name}' holds values other than 0 and 1")
+        out[name] = m.bool()
+    return out
+
+
+def load_mask(path, model, device):
+    return {k: v.to(device) for k, v in check_mask(utils.load_torch(path, "mask"), model, path).items()}
+
+
+def combine(a, b):
+    """Logical AND of two masks (a name missing from one mask is free there)."""
+    if not a or not b:
+        return a or b
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] & v if k in out else v
+    return out
+
+
+def saliency_scores(model, x, y, batch_size):
+    """|sum over batches of the gradient of the batch-mean cross-entropy| per parameter."""
+    model.eval()
+    named = [(n, p) for n, p in model.named_parameters()]
+    total = [torch.zeros_like(p) for _, p in named]
+    for s in range(0, len(x), batch_size):
+        loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size])
+        for t, g in zip(total, torch.autograd.grad(loss, [p for _, p in named])):
+            t += g
+    return {n: t.abs() for (n, _), t in zip(named, total)}
+
+
+def top_ratio(scores, ratio):
+    """Keep round(ratio * total) entries with the largest scores; deterministic tie-breaking by position."""
+    if not 0 < ratio <= 1:
+        raise UserError(f"mask ratio {ratio} is outside (0, 1]")
+    flat = torch.cat([s.flatten() for s in scores.values()]).float()
+    k = int(round(ratio * flat.numel()))
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
+    out, offset = {}, 0
+    for name, s in scores.items():
+        out[name] = keep[offset:offset + s.numel()].view_as(s)
+        offset += s.numel()
+    return out
+
+
+def density(mask):
+    total = sum(m.numel() for m in mask.values())
+    return sum(int(m.sum()) for m in mask.values()) / max(total, 1)

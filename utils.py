@@ -1,0 +1,205 @@
+"""Shared helpers: errors, seeding, device, atomic and safe file I/O, run folders, timing."""
+import functools
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, bad file); reported as one line, exit status 2."""
+
+
+def cli(main):
+    """Wrap an entry point: a UserError becomes one line on stderr and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("error: interrupted; rerun with --resume to continue", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch; every integer, 0 included, is a valid seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name="auto", gpu=None):
+    """'auto' means CUDA when available, else CPU; --gpu N picks cuda:N."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{gpu or 0}")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def rng_state():
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    gauss), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(_tuples(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _tuples(obj):
+    """Checkpoints store RNG states with tuples turned into lists; turn them back."""
+    if isinstance(obj, list):
+        return tuple(_tuples(o) for o in obj)
+    return obj
+
+
+def ensure_dir(path):
+    """Create a folder (and parents) or fail with one line saying why."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create folder '{path}': {err.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"folder '{path}' is not writable; choose another --save_dir")
+    return path
+
+
+def _atomic_write(path, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_dir(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_torch(obj, path):
+    """torch.save through a temp file and os.replace: a crash never leaves half a file."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json(obj, path):
+    data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def read_json(path, what="JSON file"):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{what} '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{what} '{path}' is not valid JSON ({err})") from None
+
+
+def load_torch(path, what="checkpoint", map_location="cpu"):
+    """Load with weights_only=True: a file whose pickle would run code is refused, never executed."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many kinds for corrupt or unsafe files
+        reason = "it holds objects that could run code" if "Unsupported" in str(err) or "global" in str(
+            err) else f"it is corrupted or not a torch file ({type(err).__name__})"
+        raise UserError(f"refusing to load {what} '{path}': {reason}") from None
+
+
+def git_sha():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Timer:
+    """with Timer() as t: ...; t.seconds, t.minutes"""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        self.minutes = self.seconds / 60
+        return False
+
+
+def log_line(path, record):
+    """Append one JSON line to a log file."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class RunLock:
+    """A lock file in a run folder: a second run into the same folder stops with one line.
+
+    A lock left by a process that no longer runs (killed) is taken over.
+    """
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, ".lock")
+
+    def __enter__(self):
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(self.path) as f:
+                    pid = int(f.read().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, OSError):
+                os.replace(self._write_tmp(), self.path)  # stale lock of a dead process
+                return self
+            raise UserError(f"another run (pid {pid}) is writing into '{os.path.dirname(self.path)}'; "
+                            f"wait for it or choose another --save_dir") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return self
+
+    def _write_tmp(self):
+        tmp = self.path + f".{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        return tmp
+
+    def __exit__(self, *exc):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+        return False
