@@ -98,6 +98,7 @@ def _train(p):
     p.add_argument("--epochs", type=pos_int, default=182)
     p.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up epochs")
     p.add_argument("--decreasing_lr", type=milestones, default="91,136", help="epochs where lr drops 10x")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for training steps (GPU)")
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic algorithms")
 
 
@@ -122,6 +123,8 @@ def _unlearn(p):
                    help="final epochs of FT_prune without the l1 penalty")
     p.add_argument("--grad_chunk", type=nonneg_int, default=0,
                    help="examples per vectorized per-example-gradient chunk (FF, IU); 0: sized to 1 GiB")
+    p.add_argument("--fisher_samples", type=nonneg_int, default=0,
+                   help="retain examples estimating FF's Fisher (0: all of them)")
     p.add_argument("--iu_samples", type=pos_int, default=1000, help="retain examples forming IU's Hessian")
     p.add_argument("--iu_memory", type=pos_float, default=4.0, help="GiB allowed for IU's gradient matrix")
     p.add_argument("--iu_damping", type=pos_float, default=1.0, help="damping added to IU's Fisher")

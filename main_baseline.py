@@ -8,6 +8,7 @@ import trainer
 import utils
 from arg_parser import build_parser
 from evaluation import accuracy, predict_probs
+from unlearn.loop import epoch_batches
 
 
 def parse(argv=None):
@@ -15,18 +16,16 @@ def parse(argv=None):
 
 
 def train_model(args, splits, device, run_dir, name="train", ckpt_name="checkpoint.pt", extra=None, mask=None):
-    """Initialize with --train_seed and train on the `name` split; used by main_baseline and retrain."""
+    """Initialize with --train_seed and train on the `name` split (under a mask, if given)."""
     raw = splits.raw
     meta = trainer.model_meta(args, raw)
     model = trainer.init_model(meta, args.train_seed, device)
-    x, y = splits.xy(name)
-    steps = dataset.num_batches(len(x), args.batch_size)
+    make_batches, steps = epoch_batches(splits, name, args)
     sgd = trainer.MaskedSGD(model, args.lr, args.momentum, args.weight_decay, mask)
     sched = trainer.lr_schedule(sgd.optimizer, steps, args.decreasing_lr, args.warmup)
-    aug = "none" if args.no_aug else raw.augment
-    trainer.fit(model, sgd, sched, args.epochs, lambda e: dataset.batches(x, y, args.batch_size, True, aug), steps,
+    trainer.fit(model, sgd, sched, args.epochs, make_batches, steps,
                 run_dir=run_dir, ckpt_name=ckpt_name, resume=args.resume, extra={"meta": meta, **(extra or {})},
-                val=splits.xy("val"))
+                val=splits.xy("val"), amp=args.amp)
     return model, meta
 
 

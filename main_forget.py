@@ -66,19 +66,18 @@ def main(argv=None):
 
 
 def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device):
-    utils.write_json(vars(args), os.path.join(run_dir, "args.json"))
-    utils.write_json([int(i) for i in splits.forget], os.path.join(run_dir, "forget_indices.json"))
-    mask_minutes = None
+    """Run the method, evaluate, then write the run's files (nothing final is written for a failed run)."""
+    mask_minutes = saliency = None
     if args.mask_ratio:
         with utils.Timer() as t:
-            mask = top_ratio(saliency_scores(model, *splits.xy("forget"), args.batch_size), args.mask_ratio)
+            saliency = top_ratio(saliency_scores(model, *splits.xy("forget"), args.batch_size), args.mask_ratio)
         mask_minutes = t.minutes
-        utils.save_torch({k: v.cpu() for k, v in mask.items()}, os.path.join(run_dir, "mask.pt"))
-    mask = combine(mask, prune_mask)
+    mask = combine(saliency or mask, prune_mask)
     final = os.path.join(run_dir, "checkpoint.pt")
-    if args.resume and os.path.exists(final):
-        model.load_state_dict(utils.load_torch(final)["state_dict"])
-        rte = utils.read_json(os.path.join(run_dir, "rte.json"))["RTE_minutes"]
+    if args.resume and os.path.exists(final):  # cut off between the checkpoint and the results
+        state = utils.load_torch(final)
+        model.load_state_dict(state["state_dict"])
+        rte = state["RTE_minutes"]
     else:
         utils.seed_everything(args.train_seed)
         meta = model.meta
@@ -87,11 +86,13 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         rte = t.minutes
-        state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args)}
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise utils.UserError(f"{args.unlearn} diverged: weight '{bad[0]}' became NaN or infinite; lower "
+                                  f"--unlearn_lr or --alpha")
+        state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
         if prune_mask is not None:
             state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
-        utils.save_torch(state, final)
-        utils.write_json({"RTE_minutes": rte}, os.path.join(run_dir, "rte.json"))
     result = evaluate(model, splits, device, rte)
     result["run"] = {"unlearn": args.unlearn, "mask": args.mask or (f"saliency {args.mask_ratio:g}" if
                                                                      args.mask_ratio else None),
@@ -100,6 +101,11 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
                      "train_seed": args.train_seed, "dataset": args.dataset, "arch": model.meta["arch"],
                      "num_forget": len(splits.forget), "class_to_replace": args.class_to_replace,
                      "git": utils.git_sha()}
+    if saliency is not None:
+        utils.save_torch({k: v.cpu() for k, v in saliency.items()}, os.path.join(run_dir, "mask.pt"))
+    utils.save_torch(state, final)
+    utils.write_json(vars(args), os.path.join(run_dir, "args.json"))
+    utils.write_json([int(i) for i in splits.forget], os.path.join(run_dir, "forget_indices.json"))
     utils.write_json(result, os.path.join(run_dir, "eval_result.json"))
     s = result["summary"]
     print(f"{args.unlearn}: UA {s['UA']:.2f}  RA {s['RA']:.2f}  TA {s['TA']:.2f}  "

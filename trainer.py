@@ -34,14 +34,12 @@ class MaskedSGD:
         self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=momentum, weight_decay=0.0)
 
     def step(self):
-        grads = [p.grad for p in self.params]
-        for p, g, m in zip(self.params, grads, self.masks):
-            if g is None:
-                continue
-            if self.weight_decay:
-                g.add_(p.detach(), alpha=self.weight_decay)
-            if m is not None:
-                g.mul_(m)
+        live = [(p.detach(), p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
+        if self.weight_decay:
+            torch._foreach_add_([g for _, g, _ in live], [p for p, _, _ in live], alpha=self.weight_decay)
+        masked = [(g, m) for _, g, m in live if m is not None]
+        if masked:
+            torch._foreach_mul_([g for g, _ in masked], [m for _, m in masked])
         self.optimizer.step()
 
     def zero_grad(self):
@@ -74,14 +72,16 @@ def check_finite(loss, epoch, step):
     return value
 
 
-def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc):
-    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss."""
+def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, amp=False):
+    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss. amp: bfloat16 autocast."""
     model.train()
+    device_type = next(model.parameters()).device.type
     losses = []
     bar = tqdm(batch_iter, total=total, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True,
                disable=None)
     for step, (x, y) in enumerate(bar):
-        loss = loss_fn(model, x, y)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model, x, y)
         sgd.zero_grad()
         loss.backward()
         sgd.step()
@@ -93,7 +93,7 @@ def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc):
 
 
 def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cross_entropy, run_dir=None,
-        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch"):
+        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch", amp=False):
     """The epoch loop. `make_batches(epoch)` yields the epoch's (x, y) batches.
 
     With run_dir: a checkpoint (model, optimizer, scheduler, epoch, RNG states, `extra`) is written
@@ -106,15 +106,21 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
         state = utils.load_torch(path, "checkpoint to resume")
         if "optimizer" not in state or "epoch" not in state:
             raise UserError(f"checkpoint '{path}' holds no training state to resume from")
-        model.load_state_dict(state["state_dict"])
-        sgd.optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        utils.set_rng_state(state["rng"])
+        try:
+            model.load_state_dict(state["state_dict"])
+            sgd.optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            utils.set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            lines = [s.strip() for s in str(err).splitlines() if s.strip()] or [type(err).__name__]
+            raise UserError(f"cannot resume from '{path}': it was written for another model or settings "
+                            f"({lines[min(1, len(lines) - 1)][:200]}); rerun without --resume or choose "
+                            f"another --save_dir") from None
         start = state["epoch"]
         print(f"resuming from {path} after epoch {start}")
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        loss = train_epoch(model, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc)
+        loss = train_epoch(model, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc, amp)
         record = {"epoch": epoch + 1, "loss": round(loss, 5), "lr": sgd.optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - t0, 3)}
         if val is not None:
@@ -150,7 +156,16 @@ def build(meta):
 def init_model(meta, train_seed, device):
     """A freshly initialized model; the same --train_seed gives the same weights."""
     utils.seed_everything(train_seed)
-    return build(meta).to(device)
+    return to_device(build(meta), device)
+
+
+def to_device(model, device):
+    """Move to the device; convolutional models use channels_last on CUDA."""
+    device = torch.device(device)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def load_model(path, args, raw, device):
@@ -173,4 +188,4 @@ def load_model(path, args, raw, device):
     if missing or unexpected:
         what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which {meta['arch']} does not"
         raise UserError(f"model '{path}' does not fit --arch {meta['arch']}: it {what}")
-    return model.to(device), meta
+    return to_device(model, device), meta

@@ -91,11 +91,16 @@ def ensure_dir(path):
     return path
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     ensure_dir(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

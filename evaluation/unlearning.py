@@ -1,6 +1,7 @@
 """The papers' evaluation of an unlearned model: accuracies, MIA efficacy and privacy, summary."""
 from evaluation.metrics import accuracy, predict_probs
 from evaluation.mia import forget_efficacy, training_privacy
+from utils import UserError
 
 
 def evaluate(model, splits, device, rte_minutes=None):
@@ -12,6 +13,9 @@ def evaluate(model, splits, device, rte_minutes=None):
     for name in names:
         x, y = splits.xy(name)
         out[name] = (predict_probs(model, x, device), y.cpu())
+        if not out[name][0].isfinite().all():
+            raise UserError(f"the model's outputs on the {name} set are NaN or infinite: the run diverged; "
+                            f"lower --unlearn_lr or --alpha")
     acc = {name: accuracy(*out[name]) for name in names}
     efficacy = forget_efficacy(out["retain"], out["test"], out["forget"])
     privacy = training_privacy(out["retain"], out["test"])

@@ -12,6 +12,13 @@ def _classifier(model, p):
     return p.dim() >= 1 and p.shape[0] == model.meta["num_classes"]
 
 
+def _retain(splits, args):
+    """The first --fisher_samples retain examples (all when 0)."""
+    x, y = splits.xy("retain")
+    n = args.fisher_samples or len(x)
+    return x[:n], y[:n]
+
+
 def _perturb(model, noise_std, mask):
     """w += noise_std * N(0, 1), only where the mask allows."""
     with torch.no_grad():
@@ -27,7 +34,7 @@ def _perturb(model, noise_std, mask):
 def fisher_new(model, splits, args, device, mask, run_dir=None):
     """FF with the empirical Fisher F = mean_i g_i^2 (g_i: the gradient of log p(y_i | x_i)):
     std = min(sqrt(alpha / F), 1e-3), ten times larger on the classifier layer."""
-    x, y = splits.xy("retain")
+    x, y = _retain(splits, args)
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for g in persample.ce_grads(model, x, y, args.grad_chunk):
         for n in fisher:
@@ -44,7 +51,7 @@ def fisher(model, splits, args, device, mask, run_dir=None):
     """FF of Golatkar et al. with the true diagonal Fisher F = mean_x E_{y~p(y|x)} g_y^2 over retain:
     var = alpha / (F + 1e-8) clamped at 1e3 (1e2 on the classifier), averaged over each weight row's inputs,
     ten times larger on the classifier and on 1-d parameters (BatchNorm, biases)."""
-    x, _ = splits.xy("retain")
+    x, _ = _retain(splits, args)
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for part in persample.expected_sq_grads(model, x, args.grad_chunk):
         for n in fisher:

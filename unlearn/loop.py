@@ -13,7 +13,8 @@ def run(model, args, mask, make_batches, steps_per_epoch, loss_fn=trainer.cross_
     milestones = [m for m in args.decreasing_lr if m < epochs]
     sched = trainer.lr_schedule(sgd.optimizer, steps_per_epoch, milestones, args.warmup)
     return trainer.fit(model, sgd, sched, epochs, make_batches, steps_per_epoch, loss_fn=loss_fn,
-                       run_dir=run_dir, ckpt_name="train_state.pt", resume=args.resume, desc=desc)
+                       run_dir=run_dir, ckpt_name="train_state.pt", resume=args.resume, desc=desc,
+                       amp=args.amp)
 
 
 def augmentation(splits, args):

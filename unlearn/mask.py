@@ -13,6 +13,8 @@ from utils import UserError
 
 def check_mask(mask, model, source):
     """Every name must be a parameter of the model with the same shape; values must be 0/1."""
+    if isinstance(mask, dict) and "state_dict" in mask:
+        raise UserError(f"'{source}' looks like a model, not a mask; pass it with --model_path")
     if not isinstance(mask, dict) or not mask or not all(isinstance(v, torch.Tensor) for v in mask.values()):
         raise UserError(f"mask '{source}' is not a mask: expected a dict of parameter name -> 0/1 tensor")
     params = dict(model.named_parameters())

@@ -59,8 +59,9 @@ def expected_sq_grads(model, x, chunk=0):
         with torch.no_grad():
             probs = F.softmax(functional_call(model, (params, buffers), (xb,)), dim=1)
         out = {}
-        for name, j in jac(params, xb).items():  # j: (c, C, *shape)
-            p = probs.reshape(*probs.shape, *[1] * (j.dim() - 2))
-            u = (p * j).sum(1, keepdim=True)
-            out[name] = (p * (u - j).pow(2)).sum((0, 1))
+        for name, j in jac(params, xb).items():  # j: (c, C, *shape); sum_y p_y (u - J_y)^2 = E[J^2] - u^2
+            flat = j.flatten(2)
+            u = torch.bmm(probs[:, None, :], flat)[:, 0]
+            second = probs.reshape(1, -1) @ flat.square_().reshape(-1, flat.shape[-1])
+            out[name] = (second[0] - u.square_().sum(0)).clamp_min_(0).view(j.shape[2:])
         yield out

@@ -1,0 +1,180 @@
+"""Trojan cleanse: poison training examples with a trigger patch, train, unlearn them, compare attack success.
+
+--num_indexes_to_replace training examples (drawn as forget sets are, or --indexes_to_replace) get a
+--trigger_size square stamped one pixel from the bottom-right corner (black, 0.0, on natural images; white,
+1.0, on digits and fashionmnist, whose background is black) and the label --class_to_replace, the target
+(default 0 here; it must be a class). The trojaned model is trained dense, or pruned with --prune omp|imp at
+--rate (see main_imp.py), or loaded from --model_path. Then --unlearn (default FT) runs with forget = the
+poisoned examples (triggered images, target labels) and retain = the clean rest, optionally with --mask or
+a saliency mask at --mask_ratio (pruned weights stay zero). Clean test accuracy and attack success (percent
+of triggered test images of the other classes predicted as the target) before and after go to
+<save_dir>/eval_result.json as test_acc, attack_acc, test_acc_unlearn, attack_acc_unlearn; the unlearned
+model to <save_dir>/<run_name>/checkpoint.pt.
+"""
+import os
+from dataclasses import replace
+
+import torch
+
+import dataset
+import trainer
+import utils
+from arg_parser import build_parser
+from evaluation import accuracy, predict_probs
+from main_forget import run_name
+from main_imp import Pruning
+from unlearn import METHODS
+from unlearn.mask import check_mask, combine, density, load_mask, saliency_scores, top_ratio
+from utils import UserError
+
+DARK_BACKGROUND = {"digits", "fashionmnist"}  # light strokes on black: a white trigger stands out
+
+
+def parse(argv=None):
+    parser = build_parser(__doc__, ["data", "train", "prune", "unlearn", "attack"])
+    parser.set_defaults(prune=None, class_to_replace=0, unlearn="FT")
+    helps = {"class_to_replace": "the backdoor's target class",
+             "num_indexes_to_replace": "how many training examples to poison",
+             "prune": "train the trojaned model sparse by omp or imp (see main_imp.py); dense when absent",
+             "trigger_size": "side in pixels of the square trigger"}
+    for action in parser._actions:
+        action.help = helps.get(action.dest, action.help)
+    return parser.parse_args(argv)
+
+
+def trigger_value(dataset_name):
+    return 1.0 if dataset_name in DARK_BACKGROUND else 0.0
+
+
+def check_trigger(size, shape):
+    h, w = shape[-2:]
+    if size > min(h, w) - 1:
+        raise UserError(f"--trigger_size {size} does not fit in the {h}x{w} images with its 1-pixel margin "
+                        f"(at most {min(h, w) - 1})")
+
+
+def add_trigger(x, size, value):
+    """A copy of the NCHW images with a size x size square of `value`, 1 pixel from the bottom-right corner."""
+    h, w = x.shape[-2:]
+    out = x.clone()
+    out[..., h - 1 - size:h - 1, w - 1 - size:w - 1] = value
+    return out
+
+
+def poison(splits, target, size, value):
+    """New Splits over a copy of the data whose forget examples carry the trigger and the target label."""
+    raw = splits.raw
+    idx = torch.as_tensor(splits.forget, dtype=torch.long, device=raw.x_train.device)
+    x, y = raw.x_train.clone(), raw.y_train.clone()
+    x[idx] = add_trigger(x[idx], size, value)
+    y[idx] = target
+    return replace(splits, raw=replace(raw, x_train=x, y_train=y), forget_class=-1)
+
+
+def attack_success(model, x, y, target, size, value, device):
+    """Percent of the triggered images whose true class is not the target that the model calls the target."""
+    keep = y != target
+    probs = predict_probs(model, add_trigger(x[keep], size, value), device)
+    return accuracy(probs, torch.full((int(keep.sum()),), target, dtype=torch.long))
+
+
+def backdoor_metrics(model, splits, args, value, device):
+    x, y = splits.xy("test")
+    xf, yf = splits.xy("forget")
+    return {"test_acc": accuracy(predict_probs(model, x, device), y.cpu()),
+            "attack_acc": attack_success(model, x, y, args.class_to_replace, args.trigger_size, value, device),
+            "forget_acc": accuracy(predict_probs(model, xf, device), yf.cpu())}
+
+
+def prepare(args, device):
+    """Data, poisoning and every check user input can fail, before anything is written."""
+    if args.prune == "saliency":
+        raise UserError("--prune saliency is not a way to train the trojaned model; use --mask_ratio for a "
+                        "saliency mask, and --prune omp|imp for a sparse model")
+    if args.mask and args.mask_ratio:
+        raise UserError("give either --mask or --mask_ratio, not both")
+    raw = dataset.load_dataset(args.dataset, args.data, args.data_dir, args.input_size)
+    if args.num_classes is not None and args.num_classes != raw.num_classes:
+        raise UserError(f"--num_classes {args.num_classes} does not match {args.dataset} ({raw.num_classes})")
+    if not 0 <= args.class_to_replace < raw.num_classes:
+        raise UserError(f"--class_to_replace {args.class_to_replace} (the backdoor's target class) is outside "
+                        f"the classes 0..{raw.num_classes - 1}")
+    check_trigger(args.trigger_size, raw.shape)
+    if args.num_indexes_to_replace is None and not args.indexes_to_replace:
+        raise UserError("give --num_indexes_to_replace (how many training examples to poison) or "
+                        "--indexes_to_replace")
+    clean = dataset.make_splits(raw, args.seed, -1, args.num_indexes_to_replace, args.indexes_to_replace)
+    value = trigger_value(args.dataset)
+    splits = poison(clean, args.class_to_replace, args.trigger_size, value).to(device)
+    pruning, loaded = None, None
+    if args.model_path and not args.prune:
+        model, meta = trainer.load_model(args.model_path, args, splits.raw, device)
+        prune_mask = utils.load_torch(args.model_path, "model").get("prune_mask")
+        if prune_mask is not None:
+            prune_mask = {k: v.to(device) for k, v in check_mask(prune_mask, model, args.model_path).items()}
+        loaded = (model, prune_mask)
+    else:
+        rounds = {None: 0, "omp": 1, "imp": args.pruning_times}[args.prune]
+        pruning = Pruning(args, splits, device, args.save_dir, rounds)
+        meta = pruning.meta
+    mask = load_mask(args.mask, trainer.build(meta), device) if args.mask else None
+    return splits, value, pruning, loaded, mask
+
+
+@utils.cli
+def main(argv=None):
+    args = parse(argv)
+    device = utils.resolve_device(args.device, args.gpu)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
+    splits, value, pruning, loaded, mask = prepare(args, device)
+    utils.ensure_dir(args.save_dir)
+    with utils.RunLock(args.save_dir):
+        if loaded is not None:
+            (model, prune_mask), states = loaded, None
+        else:
+            model, prune_mask, states = pruning.run()
+        before = backdoor_metrics(model, splits, args, value, device)
+        print(f"trojaned: test acc {before['test_acc']:.2f}  attack success {before['attack_acc']:.2f}", flush=True)
+        run_dir = utils.ensure_dir(os.path.join(args.save_dir, run_name(args)))
+        utils.write_json([int(i) for i in splits.forget], os.path.join(run_dir, "forget_indices.json"))
+        mask_minutes = None
+        if args.mask_ratio:
+            with utils.Timer() as t:
+                mask = top_ratio(saliency_scores(model, *splits.xy("forget"), args.batch_size), args.mask_ratio)
+            mask_minutes = t.minutes
+            utils.save_torch({k: v.cpu() for k, v in mask.items()}, os.path.join(run_dir, "mask.pt"))
+        mask = combine(mask, prune_mask)
+        final = os.path.join(run_dir, "checkpoint.pt")
+        if args.resume and os.path.exists(final):
+            model.load_state_dict(utils.load_torch(final)["state_dict"])
+            done = os.path.join(run_dir, "eval_result.json")
+            rte = utils.read_json(done).get("RTE_minutes") if os.path.exists(done) else None
+        else:
+            meta = model.meta
+            utils.seed_everything(args.train_seed)
+            with utils.Timer() as t:
+                model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
+            rte = t.minutes
+            state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args)}
+            if prune_mask is not None:
+                state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
+            utils.save_torch(state, final)
+        after = backdoor_metrics(model, splits, args, value, device)
+        result = {**before, **{f"{k}_unlearn": v for k, v in after.items()},
+                  "sparsity": 1 - density(prune_mask) if prune_mask else 0.0,
+                  "mask_density": density(mask) if mask else 1.0, "mask_minutes": mask_minutes, "RTE_minutes": rte,
+                  "unlearn": args.unlearn, "target": args.class_to_replace, "trigger_size": args.trigger_size,
+                  "trigger_value": value, "num_poisoned": len(splits.forget), "model": final, "states": states,
+                  "args": vars(args), "git": utils.git_sha()}
+        utils.write_json(result, os.path.join(run_dir, "eval_result.json"))
+        utils.write_json(result, os.path.join(args.save_dir, "eval_result.json"))
+    print(f"{args.unlearn}: test acc {before['test_acc']:.2f} -> {after['test_acc']:.2f}  attack success "
+          f"{before['attack_acc']:.2f} -> {after['attack_acc']:.2f}  (sparsity {result['sparsity']:.2f}) "
+          f"-> {args.save_dir}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
