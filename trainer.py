@@ -93,19 +93,22 @@ def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, 
 
 
 def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cross_entropy, run_dir=None,
-        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch", amp=False):
+        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch", amp=False, resume_from=None):
     """The epoch loop. `make_batches(epoch)` yields the epoch's (x, y) batches.
 
     With run_dir: a checkpoint (model, optimizer, scheduler, epoch, RNG states, `extra`) is written
-    atomically after every epoch and one JSON line per epoch goes to run_dir/log.jsonl; `resume=True`
-    continues from that checkpoint so the result equals an uninterrupted run.
+    atomically after every epoch, with the epoch records that run_dir/log.jsonl (one JSON line per epoch)
+    is rewritten from; `resume=True` continues from that checkpoint (or from `resume_from`) so the result
+    equals an uninterrupted run.
     """
-    start = 0
+    start, history = 0, []
     path = os.path.join(run_dir, ckpt_name) if run_dir else None
-    if resume and path and os.path.exists(path):
-        state = utils.load_torch(path, "checkpoint to resume")
+    source = resume_from or path
+    if resume and source and os.path.exists(source):
+        path_in = source
+        state = utils.load_torch(path_in, "checkpoint to resume")
         if "optimizer" not in state or "epoch" not in state:
-            raise UserError(f"checkpoint '{path}' holds no training state to resume from")
+            raise UserError(f"checkpoint '{path_in}' holds no training state to resume from")
         try:
             model.load_state_dict(state["state_dict"])
             sgd.optimizer.load_state_dict(state["optimizer"])
@@ -113,11 +116,11 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
             utils.set_rng_state(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             lines = [s.strip() for s in str(err).splitlines() if s.strip()] or [type(err).__name__]
-            raise UserError(f"cannot resume from '{path}': it was written for another model or settings "
+            raise UserError(f"cannot resume from '{path_in}': it was written for another model or settings "
                             f"({lines[min(1, len(lines) - 1)][:200]}); rerun without --resume or choose "
                             f"another --save_dir") from None
-        start = state["epoch"]
-        print(f"resuming from {path} after epoch {start}")
+        start, history = state["epoch"], list(state.get("history", []))
+        print(f"resuming from {path_in} after epoch {start}")
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         loss = train_epoch(model, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc, amp)
@@ -125,12 +128,14 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
                   "seconds": round(time.perf_counter() - t0, 3)}
         if val is not None:
             record["val_acc"] = round(accuracy(predict_probs(model, val[0], val[0].device), val[1].cpu()), 3)
+        history.append(record)
         if run_dir:
             state = {"state_dict": model.state_dict(), "optimizer": sgd.optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": utils.rng_state()}
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": utils.rng_state(),
+                     "history": history}
             state.update(extra or {})
             utils.save_torch(state, path)
-            utils.log_line(os.path.join(run_dir, "log.jsonl"), record)
+            utils.write_lines(history, os.path.join(run_dir, "log.jsonl"))
         print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
     return model
 

@@ -166,10 +166,10 @@ class Timer:
         return False
 
 
-def log_line(path, record):
-    """Append one JSON line to a log file."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+def write_lines(records, path):
+    """Write records as JSON lines, atomically."""
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    _atomic_write(path, lambda f: f.write(data))
 
 
 class RunLock:

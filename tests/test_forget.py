@@ -1,5 +1,4 @@
 """main_forget.py end to end: every method with and without a mask, run folders, bad input."""
-import hashlib
 import json
 import os
 
@@ -8,6 +7,7 @@ import torch
 
 import main_baseline
 import main_forget
+from conftest import hash_tree
 from unlearn import METHODS
 
 COMMON = ["--dataset", "digits", "--arch", "resnet20s", "--num_indexes_to_replace", "60", "--device", "cpu",
@@ -62,11 +62,6 @@ def test_default_model_path_is_save_dir_checkpoint(trained):
     assert result["run"]["unlearn"] == "raw"
 
 
-def digest(folder):
-    return {os.path.join(r, p): hashlib.sha256(open(os.path.join(r, p), "rb").read()).hexdigest()
-            for r, _, files in os.walk(folder) for p in files}
-
-
 def bad_cases(trained, tmp):
     model = str(trained / "checkpoint.pt")
     other = torch.load(model, weights_only=True)["state_dict"]
@@ -96,12 +91,12 @@ def test_bad_input_one_line_and_nothing_overwritten(trained, tmp_path, capsys):
     save = tmp_path / "save"
     forget(save, "--model_path", str(trained / "checkpoint.pt"), "--unlearn", "raw")
     for argv, message in bad_cases(trained, tmp_path):
-        before = digest(save)
+        before = hash_tree(save)
         with pytest.raises(SystemExit) as exit_info:
             forget(save, "--unlearn", "FT", *argv) if "--unlearn" not in argv else forget(save, *argv)
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2, argv
         assert message in err and "\n" not in err and "Traceback" not in err, (argv, err)
-        after = digest(save)
+        after = hash_tree(save)
         assert {k: v for k, v in after.items() if k in before} == before, argv
     assert not (save / "GA" / "eval_result.json").exists()
