@@ -29,7 +29,7 @@ def _number(kind, low=None, high=None, low_open=False, high_open=False):
         too_high = high is not None and (value >= high if high_open else value > high)
         if too_low or too_high:
             lo = "-inf" if low is None else f"{'(' if low_open else '['}{low}"
-            hi = "inf" if high is None else f"{high}{')' if high_open else ']'}"
+            hi = "inf)" if high is None else f"{high}{')' if high_open else ']'}"
             raise argparse.ArgumentTypeError(f"{text} is outside {lo}, {hi}")
         return value
 

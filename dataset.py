@@ -225,6 +225,9 @@ def read_indices(path, train, val):
     if not isinstance(idx, list) or not idx or not all(isinstance(i, int) and not isinstance(i, bool)
                                                        for i in idx):
         raise UserError(f"index file '{path}' must hold a non-empty JSON list of integers")
+    out_of_range = [i for i in idx if not 0 <= i < 2**62]
+    if out_of_range:
+        raise UserError(f"index file '{path}': index {out_of_range[0]} is outside the training set")
     arr = np.asarray(idx, dtype=np.int64)
     if len(np.unique(arr)) != len(arr):
         raise UserError(f"index file '{path}' lists some indices twice")

@@ -71,19 +71,28 @@ def poison(splits, target, size, value):
     return replace(splits, raw=replace(raw, x_train=x, y_train=y), forget_class=-1)
 
 
+def finite_probs(model, x, device, what):
+    """predict_probs, refusing a diverged model (NaN or infinite outputs) rather than scoring it."""
+    probs = predict_probs(model, x, device)
+    if not probs.isfinite().all():
+        raise UserError(f"the model's outputs on the {what} are NaN or infinite: the run diverged; lower --lr, "
+                        f"--unlearn_lr or --alpha")
+    return probs
+
+
 def attack_success(model, x, y, target, size, value, device):
     """Percent of the triggered images whose true class is not the target that the model calls the target."""
     keep = y != target
-    probs = predict_probs(model, add_trigger(x[keep], size, value), device)
+    probs = finite_probs(model, add_trigger(x[keep], size, value), device, "triggered test images")
     return accuracy(probs, torch.full((int(keep.sum()),), target, dtype=torch.long))
 
 
 def backdoor_metrics(model, splits, args, value, device):
     x, y = splits.xy("test")
     xf, yf = splits.xy("forget")
-    return {"test_acc": accuracy(predict_probs(model, x, device), y.cpu()),
+    return {"test_acc": accuracy(finite_probs(model, x, device, "test set"), y.cpu()),
             "attack_acc": attack_success(model, x, y, args.class_to_replace, args.trigger_size, value, device),
-            "forget_acc": accuracy(predict_probs(model, xf, device), yf.cpu())}
+            "forget_acc": accuracy(finite_probs(model, xf, device, "poisoned examples"), yf.cpu())}
 
 
 def prepare(args, device):
@@ -126,7 +135,7 @@ def main(argv=None):
     args = parse(argv)
     device = utils.resolve_device(args.device, args.gpu)
     if args.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        utils.deterministic()
     print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
     splits, value, pruning, loaded, mask = prepare(args, device)
     utils.ensure_dir(args.save_dir)
@@ -148,20 +157,24 @@ def main(argv=None):
         mask = combine(mask, prune_mask)
         final = os.path.join(run_dir, "checkpoint.pt")
         if args.resume and os.path.exists(final):
-            model.load_state_dict(utils.load_torch(final)["state_dict"])
-            done = os.path.join(run_dir, "eval_result.json")
-            rte = utils.read_json(done).get("RTE_minutes") if os.path.exists(done) else None
+            state = utils.load_torch(final, "finished run's checkpoint")
+            if not isinstance(state, dict) or "state_dict" not in state:
+                raise UserError(f"'{final}' is not a finished run's checkpoint; delete it or rerun without --resume")
+            trainer.load_weights(model, state["state_dict"], f"'{final}'")
+            rte = state.get("RTE_minutes")
+            after = backdoor_metrics(model, splits, args, value, device)
         else:
             meta = model.meta
             utils.seed_everything(args.train_seed)
             with utils.Timer() as t:
                 model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
             rte = t.minutes
-            state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args)}
+            trainer.check_weights(model, args.unlearn)
+            after = backdoor_metrics(model, splits, args, value, device)  # a diverged model stops here
+            state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
             if prune_mask is not None:
                 state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
             utils.save_torch(state, final)
-        after = backdoor_metrics(model, splits, args, value, device)
         result = {**before, **{f"{k}_unlearn": v for k, v in after.items()},
                   "sparsity": 1 - density(prune_mask) if prune_mask else 0.0,
                   "mask_density": density(mask) if mask else 1.0, "mask_minutes": mask_minutes, "RTE_minutes": rte,

@@ -1,8 +1,6 @@
 """Train the original model (the papers' INIT): <save_dir>/checkpoint.pt and eval_result.json."""
 import os
 
-import torch
-
 import dataset
 import trainer
 import utils
@@ -35,7 +33,7 @@ def main(argv=None):
     args = parse(argv)
     device = utils.resolve_device(args.device, args.gpu)
     if args.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        utils.deterministic()
     print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}")
     splits = dataset.splits_from_args(args, device)
     utils.ensure_dir(args.save_dir)

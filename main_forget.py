@@ -53,7 +53,7 @@ def main(argv=None):
     args = parse(argv)
     device = utils.resolve_device(args.device, args.gpu)
     if args.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        utils.deterministic()
     print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
     splits, model, mask, prune_mask = prepare(args, device)
     run_dir = utils.ensure_dir(os.path.join(args.save_dir, run_name(args)))
@@ -75,8 +75,11 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
     mask = combine(saliency or mask, prune_mask)
     final = os.path.join(run_dir, "checkpoint.pt")
     if args.resume and os.path.exists(final):  # cut off between the checkpoint and the results
-        state = utils.load_torch(final)
-        model.load_state_dict(state["state_dict"])
+        state = utils.load_torch(final, "finished run's checkpoint")
+        if not isinstance(state, dict) or not {"state_dict", "RTE_minutes"} <= set(state):
+            raise utils.UserError(f"'{final}' is not a finished run's checkpoint; delete it or rerun without "
+                                  f"--resume")
+        trainer.load_weights(model, state["state_dict"], f"'{final}'")
         rte = state["RTE_minutes"]
     else:
         utils.seed_everything(args.train_seed)
@@ -86,10 +89,7 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         rte = t.minutes
-        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise utils.UserError(f"{args.unlearn} diverged: weight '{bad[0]}' became NaN or infinite; lower "
-                                  f"--unlearn_lr or --alpha")
+        trainer.check_weights(model, args.unlearn)
         state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
         if prune_mask is not None:
             state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}

@@ -59,11 +59,7 @@ def _state_dict_of(path, what):
 
 
 def _load_into(model, sd, source):
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which the model does not"
-        raise UserError(f"'{source}' does not fit --arch {model.meta['arch']}: it {what}")
-    return model
+    return trainer.load_weights(model, sd, f"'{source}'")
 
 
 def train_state(args, splits, device, model, mask, run_dir, extra, start_epoch=0, on_epoch=None):
@@ -253,7 +249,7 @@ def main(argv=None):
     args = parse(argv)
     device = utils.resolve_device(args.device, args.gpu)
     if args.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        utils.deterministic()
     print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
     if args.prune == "saliency":
         return saliency(args, device)

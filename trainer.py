@@ -72,6 +72,13 @@ def check_finite(loss, epoch, step):
     return value
 
 
+def check_weights(model, method):
+    """A method that ends with a NaN or infinite weight diverged: stop before anything is evaluated or written."""
+    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise UserError(f"{method} diverged: weight '{bad}' became NaN or infinite; lower --unlearn_lr or --alpha")
+
+
 def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, amp=False):
     """One pass over `batch_iter` ((x, y) pairs); returns the mean loss. amp: bfloat16 autocast."""
     model.train()
@@ -107,8 +114,9 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
     if resume and source and os.path.exists(source):
         path_in = source
         state = utils.load_torch(path_in, "checkpoint to resume")
-        if "optimizer" not in state or "epoch" not in state:
-            raise UserError(f"checkpoint '{path_in}' holds no training state to resume from")
+        if not isinstance(state, dict) or "optimizer" not in state or "epoch" not in state:
+            raise UserError(f"checkpoint '{path_in}' holds no training state to resume from; give the checkpoint "
+                            f"of an interrupted run, or rerun without --resume")
         try:
             model.load_state_dict(state["state_dict"])
             sgd.optimizer.load_state_dict(state["optimizer"])
@@ -185,12 +193,31 @@ def load_model(path, args, raw, device):
         raise UserError(f"'{path}' is a mask, not a model; pass it with --mask")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     meta = state.get("meta") or model_meta(args, raw)
+    if not isinstance(meta, dict) or not META_KEYS <= set(meta):
+        raise UserError(f"model '{path}' has a damaged 'meta' entry (it needs {', '.join(sorted(META_KEYS))}); "
+                        f"recreate the checkpoint with main_baseline.py")
     if meta["num_classes"] != raw.num_classes or meta["in_channels"] != raw.shape[0]:
         raise UserError(f"model '{path}' was made for {meta['num_classes']} classes and {meta['in_channels']} "
                         f"channels; {args.dataset} has {raw.num_classes} and {raw.shape[0]}")
     model = build(meta)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which {meta['arch']} does not"
-        raise UserError(f"model '{path}' does not fit --arch {meta['arch']}: it {what}")
+    load_weights(model, sd, f"model '{path}'")
     return to_device(model, device), meta
+
+
+META_KEYS = {"arch", "num_classes", "in_channels", "image_size", "mean", "std", "imagenet_arch"}
+
+
+def load_weights(model, sd, source):
+    """load_state_dict with every mismatch (a missing, extra or wrongly shaped tensor) as a one-line UserError."""
+    arch = model.meta["arch"]
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as err:
+        lines = [s.strip() for s in str(err).splitlines() if s.strip().startswith("size mismatch")]
+        detail = lines[0].split(": copying")[0].removeprefix("size mismatch for ") if lines else "a tensor"
+        raise UserError(f"{source} does not fit --arch {arch}: {detail} has another shape (it was made for "
+                        f"another architecture or input size)") from None
+    if missing or unexpected:
+        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which {arch} does not"
+        raise UserError(f"{source} does not fit --arch {arch}: it {what}")
+    return model

@@ -85,7 +85,7 @@ def ensure_dir(path):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
-        raise UserError(f"cannot create folder '{path}': {err.strerror}") from None
+        raise UserError(f"cannot create folder '{path}': {err.strerror}; choose another --save_dir") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"folder '{path}' is not writable; choose another --save_dir")
     return path
@@ -139,9 +139,19 @@ def load_torch(path, what="checkpoint", map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many kinds for corrupt or unsafe files
-        reason = "it holds objects that could run code" if "Unsupported" in str(err) or "global" in str(
-            err) else f"it is corrupted or not a torch file ({type(err).__name__})"
+        if "GLOBAL" in str(err):  # the pickle names a function or class to call: refused, never called
+            reason = "it holds objects that could run code; only tensors and plain containers are loaded"
+        else:
+            reason = f"it is corrupted or not a torch file ({type(err).__name__}); recreate it or give the right file"
         raise UserError(f"refusing to load {what} '{path}': {reason}") from None
+
+
+def deterministic():
+    """Ask torch for deterministic algorithms (and cuBLAS for its deterministic workspace); CPU runs of
+    the same command agree bit for bit even without this."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def git_sha():
@@ -175,7 +185,7 @@ def write_lines(records, path):
 class RunLock:
     """A lock file in a run folder: a second run into the same folder stops with one line.
 
-    A lock left by a process that no longer runs (killed) is taken over.
+    A lock left by a process that no longer runs (killed), or one without a valid pid, is taken over.
     """
 
     def __init__(self, folder):
@@ -188,12 +198,16 @@ class RunLock:
             try:
                 with open(self.path) as f:
                     pid = int(f.read().strip() or 0)
+                if pid <= 0:
+                    raise ValueError(pid)
                 os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, OSError):
+            except PermissionError:  # the process lives (under another user)
+                pass
+            except (ValueError, OSError):
                 os.replace(self._write_tmp(), self.path)  # stale lock of a dead process
                 return self
-            raise UserError(f"another run (pid {pid}) is writing into '{os.path.dirname(self.path)}'; "
-                            f"wait for it or choose another --save_dir") from None
+            raise UserError(f"another run (pid {pid}) is writing into '{os.path.dirname(self.path)}'; wait for it, "
+                            f"choose another --save_dir, or delete '{self.path}' if no run is going on") from None
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         return self

@@ -197,16 +197,17 @@ def make_plots(save_dir, rows, masking, title):
         plt.close(fig)
     points = [r for r in rows if r["UA"]["mean"] is not None and r["TA"]["mean"] is not None]
     if points:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        for r in points:
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        colors = plt.get_cmap("tab20").colors
+        for i, r in enumerate(points):
             marker = "*" if r["method"] == REFERENCE else ("^" if r["masked"] else "o")
             ax.errorbar(r["UA"]["mean"], r["TA"]["mean"], xerr=r["UA"]["std"], yerr=r["TA"]["std"], fmt=marker,
-                        markersize=11 if marker == "*" else 6, capsize=2)
-            ax.annotate(r["label"], (r["UA"]["mean"], r["TA"]["mean"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+                        color=colors[i % len(colors)], markersize=12 if marker == "*" else 6, capsize=2,
+                        elinewidth=0.8, label=r["label"])
         ax.set_xlabel("UA (%): 100 - forget accuracy")
         ax.set_ylabel("TA (%): test accuracy")
-        ax.set_title(title + "  (* retrain, ^ masked)", fontsize=9)
+        ax.set_title(title + " (mean ± std over seeds)", fontsize=9)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         out.append(os.path.join(save_dir, "ua_vs_ta.png"))
         fig.savefig(out[-1], dpi=120)

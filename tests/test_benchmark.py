@@ -11,7 +11,7 @@ import pytest
 import benchmark
 import main_baseline
 import main_forget
-from suite import presets, tables
+from suite import presets, search, tables
 from unlearn import METHODS
 from utils import UserError
 
@@ -199,6 +199,11 @@ def test_seeds_arg():
 TINY = ["--seeds", "1,", "--methods", "FT,GA", "--epochs", "1", "--unlearn_epochs", "1", "--device", "cpu"]
 
 
+def _counts(out):
+    assert set(out["counts"]) == {"ran", "reused", "failed"}
+    return out["counts"]["ran"], out["counts"]["reused"], out["counts"]["failed"]
+
+
 def _diverge(model, splits, args, device, mask, run_dir=None):
     raise UserError("loss became nan at epoch 1, step 1; the run diverged, lower the learning rate")
 
@@ -215,7 +220,7 @@ def tiny(tmp_path_factory):
 
 def test_tiny_benchmark_end_to_end(tiny):
     save, out = tiny
-    assert out["counts"] == {"ran": 4, "reused": 0, "failed": 2}  # original, retrain, FT, FT + mask; GA x2 failed
+    assert _counts(out) == (4, 0, 2)  # original, retrain, FT, FT + mask made; GA and GA + mask failed
     by = {r["label"]: r for r in out["rows"]}
     assert list(by) == ["Retrain", "FT", "FT + mask", "GA", "GA + mask"]
     assert by["GA"]["seeds"] == [] and by["GA"]["failed_seeds"] == [1]
@@ -233,13 +238,21 @@ def test_tiny_benchmark_end_to_end(tiny):
 
 def test_tiny_benchmark_resumes(tiny):
     save, first = tiny
-    again = benchmark.main.__wrapped__(TINY + ["--save_dir", str(save), "--no-plots"])  # GA is real now
-    assert again["counts"] == {"ran": 0, "reused": 4, "failed": 2}  # the recorded failures are not retried
-    assert [r["summary"] for r in again["records"]] == [r["summary"] for r in first["records"]]
+    again = benchmark.main.__wrapped__(TINY + ["--save_dir", str(save), "--no-plots"])  # GA is the real one now
+    assert _counts(again) == (2, 4, 0)  # only the failed runs are made again
+    assert not (save / "seed_1" / "GA" / "failed.json").exists()
+    assert [r["summary"] for r in again["records"] if r["method"] != "GA"] == [r["summary"] for r in first["records"]]
+    assert [r["label"] for r in again["rows"]] == ["Retrain", "FT", "FT + mask", "GA", "GA + mask"]
+    assert all(r["seeds"] == [1] and not r["failed_seeds"] for r in again["rows"])
     rows, _ = benchmark.main.__wrapped__(["--collect", str(save), "--save_dir", str(save / "collected"),
                                           "--no-plots"])
     assert [(r["label"], r["avg_gap"]["mean"]) for r in rows] == \
-        [(r["label"], r["avg_gap"]["mean"]) for r in first["rows"]]
+        [(r["label"], r["avg_gap"]["mean"]) for r in again["rows"]]
+    third = benchmark.main.__wrapped__(TINY + ["--save_dir", str(save), "--no-plots"])
+    assert _counts(third) == (0, 6, 0)
+    assert third["run_minutes"] == pytest.approx(again["run_minutes"])  # the runs' times are kept
+    assert again["run_minutes"] > first["run_minutes"] > 0
+    assert "min summed over the runs' wall times" in (save / "results.md").read_text()
 
 
 def test_tiny_benchmark_refuses_other_settings(tiny, capsys):
@@ -248,3 +261,58 @@ def test_tiny_benchmark_refuses_other_settings(tiny, capsys):
         benchmark.main([*TINY[:6], "--unlearn_epochs", "2", "--device", "cpu", "--save_dir", str(save)])
     assert err.value.code == 2
     assert "--unlearn_epochs 1, this benchmark asks for 2" in capsys.readouterr().err
+
+
+def test_search_choice():
+    lines = [
+        {"method": "GA", "unlearn_lr": 0.01, "score": 3.0, "qualifies": False, "keeps_val": True},
+        {"method": "GA", "unlearn_lr": 0.1, "score": 2.0, "qualifies": True, "keeps_val": True},
+        {"method": "GA", "unlearn_lr": 0.2, "score": 1.0, "qualifies": False, "keeps_val": False},
+        {"method": "GA", "unlearn_lr": 0.3, "score": 2.0, "qualifies": True, "keeps_val": True},
+        {"method": "fisher_new", "alpha": 1.0, "score": 3.5, "qualifies": False, "keeps_val": True},
+        {"method": "fisher_new", "alpha": 2.0, "score": 3.5, "qualifies": False, "keeps_val": True},
+        {"method": "fisher_new", "alpha": 3.0, "score": 1.0, "qualifies": False, "keeps_val": False},
+        {"method": "wfisher", "alpha": 1.0, "failed": True},
+    ]
+    chosen = search.choose(lines)
+    assert chosen["GA"]["unlearn_lr"] == 0.1  # the lowest score among the qualifying values, the first on a tie
+    assert chosen["fisher_new"]["alpha"] == 1.0  # none acts: the lowest score among those keeping val accuracy
+    assert "wfisher" not in chosen
+
+
+def test_bad_device_fails_before_any_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        benchmark.main(["--device", "nonsense", "--seeds", "1,", "--save_dir", str(tmp_path / "b")])
+    assert err.value.code == 2 and "unknown device" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_run_folder_locked_by_a_live_run_stops_the_benchmark(tmp_path, capsys):
+    lock = tmp_path / "seed_1" / "original" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getpid()))  # this test's process: alive
+    with pytest.raises(SystemExit) as err:
+        benchmark.main([*TINY, "--save_dir", str(tmp_path)])
+    assert err.value.code == 2 and "another run" in capsys.readouterr().err
+    assert lock.read_text() == str(os.getpid()) and not (lock.parent / "failed.json").exists()
+
+
+def test_impossible_forget_set_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(presets.PRESETS["digits"], "num_forget", 5000)
+    with pytest.raises(SystemExit) as err:
+        benchmark.main(["--seeds", "1,", "--save_dir", str(tmp_path / "b")])
+    assert err.value.code == 2 and "--num_indexes_to_replace 5000 is larger" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    ([1, 2], "is not a run result"),
+    ({"summary": {"UA": "high"}, "run": {"unlearn": "FT", "seed": 1}}, "lacks the summary numbers"),
+    ({"summary": {"UA": 1, "RA": 2, "TA": 3, "MIA_efficacy": 4}}, "lacks the summary numbers"),
+])
+def test_collect_refuses_a_broken_result(tmp_path, content, message):
+    (tmp_path / "FT").mkdir()
+    (tmp_path / "FT" / "eval_result.json").write_text(json.dumps(content))
+    with pytest.raises(UserError, match=message):
+        benchmark.main.__wrapped__(["--collect", str(tmp_path), "--save_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -18,15 +18,19 @@ def check_mask(mask, model, source):
     if not isinstance(mask, dict) or not mask or not all(isinstance(v, torch.Tensor) for v in mask.values()):
         raise UserError(f"mask '{source}' is not a mask: expected a dict of parameter name -> 0/1 tensor")
     params = dict(model.named_parameters())
+    remake = "; use a mask made for this model (main_imp.py --prune saliency)"
     out = {}
     for name, m in mask.items():
+        if not isinstance(name, str):
+            raise UserError(f"mask '{source}' is not a mask: key {name!r} is not a parameter name")
         if name not in params:
             if name.endswith(("running_mean", "running_var", "num_batches_tracked")) or name.startswith("normalize"):
                 raise UserError(f"'{source}' looks like a model, not a mask; pass it with --model_path")
-            raise UserError(f"mask '{source}' names '{name}', which --arch {model.meta['arch']} does not have")
+            raise UserError(f"mask '{source}' names '{name}', which --arch {model.meta['arch']} does not have"
+                            + remake)
         if m.shape != params[name].shape:
             raise UserError(f"mask '{source}': '{name}' has shape {tuple(m.shape)}, the model's is "
-                            f"{tuple(params[name].shape)}")
+                            f"{tuple(params[name].shape)}" + remake)
         if m.dtype != torch.bool:
             if m.is_floating_point() and not torch.isfinite(m).all():
                 raise UserError(f"mask '{source}': '{name}' holds NaN or infinite values")

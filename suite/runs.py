@@ -1,0 +1,235 @@
+"""The benchmark's runs: one `Run` per call of main_baseline.py / main_forget.py, planned in dependency order,
+executed in-process (output to <root>/logs/), finished runs found and reused."""
+import contextlib
+import os
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from tqdm import tqdm
+
+import utils
+from suite.presets import UNMASKED_ONLY, flags, label
+from utils import UserError
+
+# Arguments that may differ between a finished run and a new invocation without changing its result.
+NEUTRAL_ARGS = {"save_dir", "model_path", "resume", "device", "gpu", "data", "data_dir", "num_workers", "print_freq",
+                "checkpoint", "run_name"}
+RUN_ERRORS = (UserError, RuntimeError, ValueError, ArithmeticError)  # recorded as a failed run; the rest goes on
+SUMMARY_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
+
+
+def preflight(cfg):
+    """Load the dataset and draw every seed's forget set once, so that a missing dataset or an impossible
+    forget set ends the benchmark with one line before anything is written (instead of failing every run)."""
+    import dataset
+    raw = dataset.load_dataset(cfg["dataset"], cfg["data_root"] or "./data", input_size=cfg["data"].get("input_size"))
+    for seed in cfg["seeds"]:
+        dataset.make_splits(raw, seed, cfg["forget_class"] if cfg["scenario"] == "class" else -1,
+                            None if cfg["scenario"] == "class" else cfg["num_forget"])
+
+
+@dataclass
+class Run:
+    seed: int
+    method: str  # "original" for the original model
+    masked: bool
+    script: str
+    argv: list
+    folder: str  # where its eval_result.json goes
+    options: dict = field(default_factory=dict)  # main_forget flags of a method run
+    run_name: str = None  # a folder name other than main_forget's default (the --search runs)
+
+    @property
+    def label(self):
+        if self.method == "original":
+            return "original model"
+        return self.run_name or label(self.method, self.masked)
+
+    @property
+    def command(self):
+        return shlex.join(["python", "-u", self.script, *self.argv])
+
+
+def common_argv(cfg, seed):
+    argv = ["--dataset", cfg["dataset"], "--arch", cfg["arch"], "--seed", str(seed), "--train_seed", str(seed)]
+    if cfg["scenario"] == "class":
+        argv += ["--class_to_replace", str(cfg["forget_class"])]
+    else:
+        argv += ["--num_indexes_to_replace", str(cfg["num_forget"])]
+    argv += flags(cfg["data"])
+    argv += ["--data", cfg["data_root"]] if cfg["data_root"] else []
+    argv += ["--device", cfg["device"]] if cfg["device"] else []
+    return argv
+
+
+def original_run(cfg, seed, root):
+    folder = os.path.join(root, f"seed_{seed}", "original")
+    argv = common_argv(cfg, seed) + flags(cfg["train"]) + ["--save_dir", folder, "--resume"]
+    return Run(seed, "original", False, "main_baseline.py", argv, folder)
+
+
+def forget_run(cfg, seed, root, method, masked, options=None, run_name=None):
+    import main_forget
+    options = {"decreasing_lr": cfg["train"]["decreasing_lr"], **cfg["methods"][method], **(options or {})}
+    ratio_ = cfg["mask_ratio"] if masked else None
+    name = run_name or main_forget.run_name(SimpleNamespace(run_name=None, mask=None, mask_ratio=ratio_,
+                                                            unlearn=method))
+    seed_dir = os.path.join(root, f"seed_{seed}")
+    argv = common_argv(cfg, seed) + ["--unlearn", method] + flags(options)
+    argv += ["--mask_ratio", format(ratio_, "g")] if masked else []
+    argv += ["--run_name", name] if run_name else []
+    argv += ["--model_path", os.path.join(seed_dir, "original", "checkpoint.pt"), "--save_dir", seed_dir, "--resume"]
+    return Run(seed, method, masked, "main_forget.py", argv, os.path.join(seed_dir, name), options, run_name)
+
+
+def plan(cfg, root):
+    """Every run in dependency order: the original models first, then each seed's method runs."""
+    runs = [original_run(cfg, s, root) for s in cfg["seeds"]]
+    for s in cfg["seeds"]:
+        for method in cfg["run_methods"]:
+            runs.append(forget_run(cfg, s, root, method, False))
+            if method not in UNMASKED_ONLY:
+                runs.append(forget_run(cfg, s, root, method, True))
+    return runs
+
+
+def _entry(run):
+    import main_baseline
+    import main_forget
+    return (main_baseline if run.script == "main_baseline.py" else main_forget).main.__wrapped__
+
+
+def _check_args(run, stored, where):
+    """A finished run is reused only when it was made with the arguments this invocation asks for."""
+    import main_baseline
+    import main_forget
+    planned = (main_baseline if run.script == "main_baseline.py" else main_forget).parse(run.argv)
+    for key, value in vars(planned).items():
+        if key in stored and key not in NEUTRAL_ARGS and stored[key] != value:
+            raise UserError(f"'{where}' was made with --{key} {stored[key]}, this benchmark asks for {value}; "
+                            f"choose another --save_dir or delete that run folder")
+
+
+def read_result(path, unlearning=True):
+    """An eval_result.json as a dict; an unlearning run's must hold the table's numbers and its run fields."""
+    result = utils.read_json(path, "result")
+    fix = "delete it or choose another folder"
+    if not isinstance(result, dict):
+        raise UserError(f"'{path}' is not a run result (a JSON object was expected); {fix}")
+    if unlearning:
+        summary, run = result.get("summary"), result.get("run")
+        numbers = isinstance(summary, dict) and all(isinstance(summary.get(k), (int, float)) and not
+                                                    isinstance(summary.get(k), bool) for k in SUMMARY_KEYS)
+        if not numbers or not isinstance(run, dict) or not {"unlearn", "seed"} <= set(run):
+            raise UserError(f"'{path}' lacks the summary numbers ({', '.join(SUMMARY_KEYS)}) or the run fields "
+                            f"of an unlearning result; {fix}")
+    return result
+
+
+def _finished(run):
+    """The finished run's eval_result (checked against the planned arguments), else None."""
+    path = os.path.join(run.folder, "eval_result.json")
+    if not os.path.exists(path):
+        return None
+    result = read_result(path, unlearning=run.method != "original")
+    stored = result.get("args") if run.method == "original" else None
+    args_path = os.path.join(run.folder, "args.json")
+    if stored is None and os.path.exists(args_path):
+        stored = utils.read_json(args_path, "run arguments")
+    _check_args(run, stored if isinstance(stored, dict) else {}, run.folder)
+    return result
+
+
+def _record(run, result, wall=None):
+    return {"method": run.method, "masked": run.masked, "seed": run.seed, "summary": result["summary"],
+            "accuracy": result.get("accuracy"), "run": result.get("run"), "folder": run.folder, "wall_seconds": wall}
+
+
+def _say(bar, text):
+    bar.write(text)
+    sys.stdout.flush()
+
+
+def _summary_line(run, result, wall):
+    s = result.get("summary")
+    took = "reused" if wall is None else f"{wall:.0f} s"
+    if s is None:
+        return f"seed {run.seed}  {run.label:<22} done ({took})"
+    return (f"seed {run.seed}  {run.label:<22} UA {s['UA']:6.2f}  MIA {s['MIA_efficacy']:6.2f}  RA {s['RA']:6.2f}  "
+            f"TA {s['TA']:6.2f}  RTE {s['RTE_minutes']:.3f} min  ({took})")
+
+
+def _attempt(run, log):
+    """Run one script in-process with its output in `log`: (eval_result, None) or (None, error text)."""
+    marker = os.path.join(run.folder, "failed.json")
+    try:
+        with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            print(f"$ {run.command}", flush=True)
+            try:
+                result = _entry(run)(run.argv)
+            except RUN_ERRORS:
+                traceback.print_exc()
+                raise
+    except RUN_ERRORS as err:
+        error = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        utils.write_json({"error": error, "argv": run.argv,
+                          "run": {"unlearn": run.method, "seed": run.seed, "masked": run.masked}}, marker)
+        return None, f"{error} (log: {log})"
+    if os.path.exists(marker):
+        os.remove(marker)
+    return result or utils.read_json(os.path.join(run.folder, "eval_result.json"), "result"), None
+
+
+def execute(runs, root, quiet=False):
+    """Run what is missing (in-process, output to root/logs/), reuse what is finished.
+
+    A run that fails (divergence, a bad value) is recorded in <run folder>/failed.json (for --collect) and the
+    benchmark goes on; the next invocation tries it again. Each run's wall time is kept in root/logs/times.json
+    so that the time of the whole benchmark survives resumed invocations.
+    Returns (records, failures, counts, minutes): counts of runs made, reused and failed; the runs' summed
+    wall minutes (reused runs included).
+    """
+    records, failures, broken = [], [], {}
+    counts = {"ran": 0, "reused": 0, "failed": 0}
+    logs = utils.ensure_dir(os.path.join(root, "logs"))
+    times_path = os.path.join(logs, "times.json")
+    times = utils.read_json(times_path, "run times") if os.path.exists(times_path) else {}
+    bar = tqdm(runs, desc="benchmark", unit="run", file=sys.stderr, dynamic_ncols=True, disable=quiet or None)
+    for run in bar:
+        bar.set_description(f"seed {run.seed} {run.label}")
+        key = os.path.relpath(run.folder, root)
+        result, error = _finished(run), None
+        if result is None and os.path.isdir(run.folder):
+            with utils.RunLock(run.folder):  # another live writer there: stop with one line, record nothing
+                pass
+        if result is not None:
+            counts["reused"] += 1
+            wall = times.get(key)
+            line = _summary_line(run, result, None)
+        elif run.seed in broken:
+            error = f"its original model failed: {broken[run.seed]}"
+        else:
+            start = time.perf_counter()
+            result, error = _attempt(run, os.path.join(logs, f"seed_{run.seed}_{os.path.basename(run.folder)}.log"))
+            if result is not None:
+                wall = times[key] = round(time.perf_counter() - start, 2)
+                utils.write_json(times, times_path)
+                counts["ran"] += 1
+                line = _summary_line(run, result, wall)
+        if error is not None:
+            counts["failed"] += 1
+            if run.method == "original":
+                broken[run.seed] = error
+            else:
+                failures.append({"method": run.method, "masked": run.masked, "seed": run.seed, "error": error})
+            line = f"seed {run.seed}  {run.label:<22} FAILED: {error}"
+        elif run.method != "original":
+            records.append(_record(run, result, wall))
+        if not quiet or error is not None:
+            _say(bar, line)
+    bar.close()
+    return records, failures, counts, sum(times.get(os.path.relpath(r.folder, root)) or 0 for r in runs) / 60
