@@ -133,10 +133,7 @@ def prepare(args, device):
 @utils.cli
 def main(argv=None):
     args = parse(argv)
-    device = utils.resolve_device(args.device, args.gpu)
-    if args.deterministic:
-        utils.deterministic()
-    print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
+    device = utils.start(args)
     splits, value, pruning, loaded, mask = prepare(args, device)
     utils.ensure_dir(args.save_dir)
     with utils.RunLock(args.save_dir):

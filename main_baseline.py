@@ -31,10 +31,7 @@ def train_model(args, splits, device, run_dir, name="train", ckpt_name="checkpoi
 @utils.cli
 def main(argv=None):
     args = parse(argv)
-    device = utils.resolve_device(args.device, args.gpu)
-    if args.deterministic:
-        utils.deterministic()
-    print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}")
+    device = utils.start(args)
     splits = dataset.splits_from_args(args, device)
     utils.ensure_dir(args.save_dir)
     ckpt = args.checkpoint or os.path.join(args.save_dir, "checkpoint.pt")

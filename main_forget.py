@@ -51,10 +51,7 @@ def prepare(args, device):
 @utils.cli
 def main(argv=None):
     args = parse(argv)
-    device = utils.resolve_device(args.device, args.gpu)
-    if args.deterministic:
-        utils.deterministic()
-    print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
+    device = utils.start(args)
     splits, model, mask, prune_mask = prepare(args, device)
     run_dir = utils.ensure_dir(os.path.join(args.save_dir, run_name(args)))
     result_path = os.path.join(run_dir, "eval_result.json")

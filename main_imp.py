@@ -247,10 +247,7 @@ def saliency(args, device):
 @utils.cli
 def main(argv=None):
     args = parse(argv)
-    device = utils.resolve_device(args.device, args.gpu)
-    if args.deterministic:
-        utils.deterministic()
-    print(f"args: {vars(args)}\ngit: {utils.git_sha()}  device: {device}", flush=True)
+    device = utils.start(args)
     if args.prune == "saliency":
         return saliency(args, device)
     splits = dataset.splits_from_args(args, device)

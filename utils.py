@@ -55,6 +55,15 @@ def resolve_device(name="auto", gpu=None):
     return device
 
 
+def start(args):
+    """Resolve the device, honour --deterministic, print the resolved args and git SHA; returns the device."""
+    device = resolve_device(args.device, args.gpu)
+    if args.deterministic:
+        deterministic()
+    print(f"args: {vars(args)}\ngit: {git_sha()}  device: {device}", flush=True)
+    return device
+
+
 def rng_state():
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,

@@ -46,14 +46,24 @@ def hash_tree(folder):
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """Run torch on one CPU thread: on busy shared cores, two spinning threads are many times slower, and
-    in-process runs then match child processes (started with OMP_NUM_THREADS=1) bit for bit."""
+def _single_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one CPU thread: on busy shared cores, two spinning threads are many times slower, and
+    in-process runs then match child processes (started with OMP_NUM_THREADS=1) bit for bit."""
+    yield from _single_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """one_thread for a whole test module (use with pytestmark = pytest.mark.usefixtures(...))."""
+    yield from _single_thread()
 
 
 @pytest.fixture(scope="session")

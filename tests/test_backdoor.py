@@ -15,13 +15,7 @@ from utils import UserError
 DATA = ["--dataset", "digits", "--arch", "resnet20s", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: on busy shared cores two spinning threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_trigger_position_and_value():

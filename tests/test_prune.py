@@ -17,13 +17,7 @@ from unlearn.mask import check_mask
 DATA = ["--dataset", "digits", "--arch", "resnet20s", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: on busy shared cores two spinning threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def fresh_model(seed=0):

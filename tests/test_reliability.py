@@ -125,9 +125,9 @@ def world(digits_run, tmp_path_factory):
     torch.save({first: params[first].detach() > 0, "x": Evil(str(marker))}, inputs / "evil_mask.pt")
     (inputs / "evil_plain.pkl").write_bytes(pickle.dumps(Evil(str(marker)), protocol=2))
     torch.save({"state_dict": {"w": EvilShell(str(marker))}}, inputs / "evil_shell.pt")
-    for payload in ("evil_mask.pt", "evil_shell.pt"):  # the payloads are live: unsafe loading runs them
-        torch.load(inputs / payload, weights_only=False)
-        assert marker.exists(), payload
+    for payload in (Evil(str(marker)), EvilShell(str(marker))):  # the payloads are live: unpickling runs them
+        pickle.loads(pickle.dumps(payload))
+        assert marker.exists(), type(payload).__name__
         marker.unlink()
     train, val = split_train_val(load_dataset("digits").y_train.numpy(), 2)
     indices = {"idx_dict.json": {"forget": [1, 2]}, "idx_duplicates.json": [int(train[0]), int(train[0])],
