@@ -122,11 +122,12 @@ def _unlearn(p):
     p.add_argument("--no-l1-epochs", dest="no_l1_epochs", type=nonneg_int, default=0,
                    help="final epochs of FT_prune without the l1 penalty")
     p.add_argument("--grad_chunk", type=nonneg_int, default=0,
-                   help="examples per vectorized per-example-gradient chunk (FF, IU); 0: sized to 1 GiB")
+                   help="examples per batched per-example-gradient pass (FF, IU); 0: sized to 1 GiB of records")
     p.add_argument("--fisher_samples", type=nonneg_int, default=0,
                    help="retain examples estimating FF's Fisher (0: all of them)")
     p.add_argument("--iu_samples", type=pos_int, default=1000, help="retain examples forming IU's Hessian")
-    p.add_argument("--iu_memory", type=pos_float, default=4.0, help="GiB allowed for IU's gradient matrix")
+    p.add_argument("--iu_memory", type=pos_float, default=4.0,
+                   help="GiB allowed for the layer records of IU's Hessian examples")
     p.add_argument("--iu_damping", type=pos_float, default=1.0, help="damping added to IU's Fisher")
     p.add_argument("--run_name", default=None, help="run folder name (default: method and mask)")
 

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dataset  # noqa: E402
 import trainer  # noqa: E402
 from evaluation import forget_efficacy  # noqa: E402
-from unlearn import METHODS  # noqa: E402
-from unlearn.influence import mean_grad, samples_for, woodbury_ihvp  # noqa: E402
+from unlearn import METHODS, persample  # noqa: E402
+from unlearn.influence import mean_grad, samples_for, woodbury_weights  # noqa: E402
 
 
 def sync(device):
@@ -62,35 +62,37 @@ def loop_grad_rows(model, x, y):
 
 
 def loop_wfisher(model, splits, args, n):
-    """wfisher's Newton step with the gradient matrix built one example at a time."""
+    """IU's Newton step with G (n x P) built one example at a time: (step, seconds for G, seconds for the rest)."""
     xf, yf = splits.xy("forget")
     xr, yr = splits.xy("retain")
-    nf, nr = len(xf), len(xr)
-    v = nf / (nf + nr) * (mean_grad(model, xf, yf, args.batch_size) - mean_grad(model, xr, yr, args.batch_size))
+    v = len(xf) / (len(xf) + len(xr)) * (mean_grad(model, xf, yf, args.batch_size)
+                                         - mean_grad(model, xr, yr, args.batch_size))
+    t = time.perf_counter()
     G = torch.stack(list(loop_grad_rows(model, xr[:n], yr[:n])))
-    return args.alpha * woodbury_ihvp(G, v, args.iu_damping)
+    t_rows = time.perf_counter() - t
+    w = woodbury_weights(G @ G.T, G @ v, args.iu_damping).float()
+    step = args.alpha * (v - G.T @ w) / args.iu_damping
+    return step, t_rows, time.perf_counter() - t - t_rows
 
 
-def loop_fisher_new(model, x, y):
-    total = None
-    for row in loop_grad_rows(model, x, y):
-        total = row.square() if total is None else total + row.square()
-    return total
-
-
-def loop_fisher(model, x):
-    """One backward pass per example and class, weighted by the class probability (reference FF)."""
-    model.eval()
-    params = list(model.parameters())
+def loop_fisher(model, x, y=None):
+    """sum_i g_i^2 one backward pass per example, or, when y is None, sum_i sum_c p(c|x_i) g_ic^2 with one
+    backward pass per example and class (the reference FF's way)."""
     total = 0
     for i in range(len(x)):
-        logits = model(x[i:i + 1])
-        probs = F.softmax(logits, 1).detach()[0]
-        for c in range(logits.shape[1]):
-            loss = F.cross_entropy(logits, torch.tensor([c], device=x.device))
-            g = torch.autograd.grad(loss, params, retain_graph=True)
-            total = total + probs[c] * torch.cat([t.flatten() for t in g]).square()
+        probs = F.softmax(model.eval()(x[i:i + 1]), 1).detach()[0]
+        for c in (range(len(probs)) if y is None else [int(y[i])]):
+            row = next(loop_grad_rows(model, x[i:i + 1], torch.tensor([c], device=x.device)))
+            total = total + (probs[c] if y is None else 1) * row.square()
     return total
+
+
+def flat(tensors):
+    return torch.cat([t.flatten() for t in tensors])
+
+
+def rel_diff(a, b):
+    return float((a - b).abs().max() / b.abs().max())
 
 
 def section_methods(args, device):
@@ -103,27 +105,36 @@ def section_methods(args, device):
     print(f"\n[1] {args.arch} on digits, {n_retain} retain / {len(splits.forget)} forget examples; "
           f"one FT epoch = {ft:.2f} s")
     xr, yr = splits.xy("retain")
+    m = fresh()
+    w0 = flat(m.parameters()).detach()
     rows = []
     ma = method_args()
-    iu, _ = timed(lambda: METHODS["wfisher"](fresh(), splits, ma, device, None), device)
-    m = fresh()
-    n_iu = samples_for(m, ma, n_retain)
-    loop_iu, _ = timed(lambda: loop_wfisher(m, splits, ma, n_iu), device)
-    rows.append(("IU (wfisher), Hessian from %d examples" % n_iu, iu, loop_iu, False))
-    ffn, _ = timed(lambda: METHODS["fisher_new"](fresh(), splits, ma, device, None), device)
     k = min(args.loop_examples, n_retain)
-    per_ex, _ = timed(lambda: loop_fisher_new(m, xr[:k], yr[:k]), device)
-    rows.append(("FF fisher_new (empirical Fisher)", ffn, per_ex * n_retain / k, k < n_retain))
-    ff, _ = timed(lambda: METHODS["fisher"](fresh(), splits, ma, device, None), device)
-    k2 = min(args.loop_examples // 4, n_retain)
-    per_ex2, _ = timed(lambda: loop_fisher(m, xr[:k2]), device)
-    rows.append(("FF fisher (true Fisher, all classes)", ff, per_ex2 * n_retain / k2, k2 < n_retain))
-    print(f"{'method':44s} {'vectorized':>12s} {'FT-epochs':>10s} {'loop':>10s} {'FT-epochs':>10s} {'speed-up':>9s}")
-    for name, fast, slow, scaled in rows:
-        mark = "*" if scaled else " "
-        print(f"{name:44s} {fast:10.2f} s {fast / ft:10.1f} {slow:8.2f} s{mark} {slow / ft:10.1f} {slow / fast:8.1f}x")
-    print(f"  * loop timed on the first {args.loop_examples} (FF: {args.loop_examples // 4}) retain examples "
-          f"and scaled to {n_retain}")
+    n_iu = samples_for(m, ma, xr)
+    loop_step, t_rows, t_rest = loop_wfisher(m, splits, ma, k)
+    ours_k, moved = timed(lambda: METHODS["wfisher"](fresh(), splits, method_args(iu_samples=k), device, None),
+                          device)
+    diff = rel_diff(flat(moved.parameters()).detach() - w0, loop_step)
+    rows.append((f"IU (wfisher), Hessian from {k} examples", ours_k, t_rows + t_rest, False, diff))
+    ours_n, _ = timed(lambda: METHODS["wfisher"](fresh(), splits, ma, device, None), device)
+    scaled = t_rows * n_iu / k + t_rest * (n_iu / k) ** 2
+    rows.append((f"IU (wfisher), Hessian from {n_iu} (default)", ours_n, scaled, n_iu != k, None))
+    for name, y, kk in (("FF fisher_new (empirical Fisher)", yr, k), ("FF fisher (true Fisher)", None, k // 4)):
+        method = "fisher_new" if y is not None else "fisher"
+        ours, _ = timed(lambda: METHODS[method](fresh(), splits, ma, device, None), device)  # noqa: B023
+        ys = None if y is None else y[:kk]
+        loop, expected = timed(lambda: loop_fisher(m, xr[:kk], ys), device)  # noqa: B023
+        diff = rel_diff(flat(persample.sq_grad_sums(m, xr[:kk], ys).values()), expected)
+        rows.append((name, ours, loop * n_retain / kk, kk < n_retain, diff))
+    print(f"{'method':44s} {'ours':>10s} {'FT-epochs':>10s} {'loop':>10s} {'FT-epochs':>10s} {'speed-up':>9s} "
+          f"{'max rel. diff':>14s}")
+    for name, fast, slow, est, diff in rows:
+        mark = "*" if est else " "
+        same = "" if diff is None else f"{diff:14.1e}"
+        print(f"{name:44s} {fast:8.2f} s {fast / ft:10.1f} {slow:8.2f} s{mark} {slow / ft:10.1f} "
+              f"{slow / fast:8.1f}x {same}")
+    print(f"  * loop estimated from {k} examples (true Fisher: {k // 4}): per-example time x n, and for IU's "
+          f"Gram matrix and solve x (n / {k})^2; max rel. diff: largest |ours - loop| over largest |loop|")
 
 
 def section_masked_step(args, device):
@@ -242,7 +253,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--arch", default="resnet18", help="model for section 1")
-    p.add_argument("--loop_examples", type=int, default=128, help="examples the per-example loop is timed on")
+    p.add_argument("--loop_examples", type=int, default=96, help="examples the per-example loops are timed on")
     p.add_argument("--step_arch", default="resnet18")
     p.add_argument("--step_batch", type=int, default=64)
     p.add_argument("--step_reps", type=int, default=10)

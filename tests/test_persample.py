@@ -7,14 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 import dataset
+import trainer
 from unlearn import METHODS, persample
-from unlearn.influence import flat_grads, woodbury_ihvp
+from unlearn.influence import woodbury_weights
+from utils import UserError
 
 
 def tiny_model():
+    """Every expansion path: a convolution with many positions (direct), BatchNorm followed by an in-place
+    ReLU, a convolution with bias and few positions and a Linear layer (both through the Gram identity)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                          nn.Flatten(), nn.Linear(16, 10))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                          nn.AvgPool2d(2), nn.Conv2d(4, 32, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(128, 10))
     model.train()(torch.rand(32, 1, 8, 8))  # non-trivial BatchNorm running statistics
     model.meta = {"num_classes": 10}
     return model
@@ -37,30 +42,77 @@ def digits():
     return raw.x_train[:40], raw.y_train[:40]
 
 
-def test_ce_grads_match_loop(digits):
-    model = tiny_model()
+@pytest.fixture(params=["tiny", "resnet20s"])
+def model(request):
+    if request.param == "tiny":
+        return tiny_model()
+    meta = {"arch": "resnet20s", "dataset": "digits", "num_classes": 10, "in_channels": 1, "image_size": 8,
+            "mean": [0.5], "std": [0.25], "imagenet_arch": False}
+    m = trainer.init_model(meta, 0, torch.device("cpu"))
+    m.train()(torch.rand(32, 1, 8, 8))
+    return m
+
+
+@pytest.fixture(params=[True, False], ids=["kept", "remade"])
+def small_blocks(request, monkeypatch):
+    """Blocks of a few examples, so that every blocked loop runs more than once; gradient blocks kept or remade."""
+    monkeypatch.setattr(persample, "BLOCK_FLOATS", 500)
+    monkeypatch.setattr(persample, "KEEP_FLOATS", 4000 if request.param else 0)
+    monkeypatch.setattr(persample, "CACHE_FLOATS", 500)
+    monkeypatch.setattr(persample, "GHOST_ROWS", 6)
+
+
+def flat(d, model):
+    return torch.cat([d[n].flatten() for n, _ in model.named_parameters()])
+
+
+def test_empirical_fisher_matches_loop(digits, model, small_blocks):
     x, y = digits
-    assert torch.allclose(flat_grads(model, x, y, chunk=7), loop_grads(model, x, y), atol=1e-6)
+    expected = (loop_grads(model, x, y) ** 2).sum(0)
+    got = flat(persample.sq_grad_sums(model, x, y, chunk=7), model)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
 
 
-def test_expected_sq_grads_match_class_loop(digits):
-    model = tiny_model()
+def test_true_fisher_matches_class_loop(digits, model, small_blocks):
     x, _ = digits
+    x = x[:12]
     probs = F.softmax(model.eval()(x), 1).detach()
     expected = sum(probs[:, c:c + 1] * loop_grads(model, x, None, label=c) ** 2 for c in range(10)).sum(0)
-    got = torch.zeros_like(expected)
-    for part in persample.expected_sq_grads(model, x, chunk=9):
-        got += torch.cat([v.flatten() for v in part.values()])
+    got = flat(persample.sq_grad_sums(model, x, None, chunk=5), model)
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-8)
 
 
-def test_woodbury_equals_dense_solve():
+def test_records_match_gradient_matrix(digits, model, small_blocks):
+    x, y = digits
+    x, y = x[:15], y[:15]
+    G = loop_grads(model, x, y).double()
+    v = torch.randn(G.shape[1], generator=torch.Generator().manual_seed(1))
+    w = torch.randn(15, generator=torch.Generator().manual_seed(2))
+    records = persample.Records(model, x, y, chunk=4)
+    K, Gv = records.gram_and_dot(v)
+    assert K.dtype == torch.float64 and K.shape == (15, 15)
+    assert torch.allclose(K, G @ G.T, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(Gv, G @ v.double(), rtol=1e-4, atol=1e-6)
+    expected = G.T @ w.double()
+    assert (records.weighted_sum(w).double() - expected).abs().max() < 1e-6 * expected.abs().max()
+
+
+def test_unsupported_layer_is_one_clear_error(digits):
+    x, y = digits
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(),
+                          nn.LazyLinear(10))
+    model(x[:1])
+    with pytest.raises(UserError, match="layer '1' is Conv2d"):
+        persample.sq_grad_sums(model, x, y)
+
+
+def test_woodbury_weights_give_dense_solve():
     g = torch.Generator().manual_seed(0)
-    G, v = torch.randn(12, 30, generator=g), torch.randn(30, generator=g)
+    G, v = torch.randn(12, 30, generator=g).double(), torch.randn(30, generator=g).double()
     for damping in (1.0, 0.01):
-        dense = torch.linalg.solve(damping * torch.eye(30, dtype=torch.float64) + G.double().T @ G.double() / 12,
-                                   v.double())
-        assert torch.allclose(woodbury_ihvp(G, v, damping), dense, atol=1e-8)
+        dense = torch.linalg.solve(damping * torch.eye(30, dtype=torch.float64) + G.T @ G / 12, v)
+        w = woodbury_weights(G @ G.T, G @ v, damping)
+        assert torch.allclose((v - G.T @ w) / damping, dense, atol=1e-8)
 
 
 def test_wfisher_step_equals_dense_newton_step(digits):

@@ -1,6 +1,6 @@
 """Fisher forgetting (FF): Gaussian noise shaped by the inverse diagonal Fisher of the retain set.
 
-Noise is added only where the mask is 1. Per-example gradients come from `persample` (vectorized),
+Noise is added only where the mask is 1. The Fisher diagonals come from `persample` (batched passes),
 not from one backward pass per example and class as in the reference code.
 """
 import torch
@@ -35,10 +35,7 @@ def fisher_new(model, splits, args, device, mask, run_dir=None):
     """FF with the empirical Fisher F = mean_i g_i^2 (g_i: the gradient of log p(y_i | x_i)):
     std = min(sqrt(alpha / F), 1e-3), ten times larger on the classifier layer."""
     x, y = _retain(splits, args)
-    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-    for g in persample.ce_grads(model, x, y, args.grad_chunk):
-        for n in fisher:
-            fisher[n] += g[n].pow(2).sum(0)
+    fisher = persample.sq_grad_sums(model, x, y, args.grad_chunk)
     std = {}
     for name, p in model.named_parameters():
         s = torch.sqrt(args.alpha / (fisher[name] / len(x))).clamp(max=1e-3)
@@ -52,10 +49,7 @@ def fisher(model, splits, args, device, mask, run_dir=None):
     var = alpha / (F + 1e-8) clamped at 1e3 (1e2 on the classifier), averaged over each weight row's inputs,
     ten times larger on the classifier and on 1-d parameters (BatchNorm, biases)."""
     x, _ = _retain(splits, args)
-    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-    for part in persample.expected_sq_grads(model, x, args.grad_chunk):
-        for n in fisher:
-            fisher[n] += part[n]
+    fisher = persample.sq_grad_sums(model, x, None, args.grad_chunk)
     std = {}
     for name, p in model.named_parameters():
         var = (1.0 / (fisher[name] / len(x) + 1e-8)).clamp(max=1e2 if _classifier(model, p) else 1e3)

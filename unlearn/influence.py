@@ -3,21 +3,18 @@
 H = damping * I + (1/n) sum_i g_i g_i^T is the damped empirical Fisher over n retain examples' gradients
 g_i, and v = n_f / (n_f + n_r) * (mean forget gradient - mean retain gradient), the direction of the
 reference code. H^-1 v is computed exactly with the Woodbury identity,
-    H^-1 v = (v - G^T (n * damping * I + G G^T)^-1 G v) / damping,      G = [g_1; ...; g_n]  (n x P),
-which costs O(n P) memory for G, O(n^2 P) for the Gram matrix and O(n^3) for the solve. The reference's
-rank-one recursion (WoodFisher) updates its running vector with the wrong factor, so it does not equal
-this inverse; ours is checked against a dense solve in the tests.
+    H^-1 v = (v - G^T w) / damping,   w = (n * damping * I + K)^-1 G v,   K = G G^T,   G = [g_1; ...; g_n] (n x P).
+`persample.Records` gives K, G v and G^T w without forming G, so memory is O(n^2) plus the recorded layer
+inputs and output gradients of the n examples (capped by --iu_memory). Time: batched passes over the n
+examples, n^2 / 2 pairs costing min(in * out, L^2 (in + out)) per layer (see persample) and an n x n solve.
+The reference's rank-one recursion (WoodFisher) updates its running vector with the wrong factor, so it
+does not equal this inverse; ours is checked against a dense solve in the tests.
 """
+
 import torch
 import torch.nn.functional as F
 
 from unlearn import persample, register
-
-
-def flat_grads(model, x, y, chunk=0):
-    """(n, P) matrix of per-example gradients, parameters flattened in named_parameters() order."""
-    rows = [torch.cat([g.flatten(1) for g in part.values()], 1) for part in persample.ce_grads(model, x, y, chunk)]
-    return torch.cat(rows)
 
 
 def mean_grad(model, x, y, batch_size):
@@ -32,20 +29,17 @@ def mean_grad(model, x, y, batch_size):
     return torch.cat([t.flatten() for t in total]) / len(x)
 
 
-def woodbury_ihvp(G, v, damping):
-    """(damping I + G^T G / n)^-1 v, in float64."""
-    G, v = G.double(), v.double()
-    n = G.shape[0]
-    K = G @ G.T
-    K.diagonal().add_(n * damping)
-    w = torch.linalg.solve(K, G @ v)
-    return (v - G.T @ w) / damping
+def woodbury_weights(K, Gv, damping):
+    """w = (n * damping * I + K)^-1 G v, so that (damping I + G^T G / n)^-1 v = (v - G^T w) / damping."""
+    K = K.double().clone()
+    K.diagonal().add_(len(K) * damping)
+    return torch.linalg.solve(K, Gv.double())
 
 
-def samples_for(model, args, n_retain):
-    """How many retain examples form H: --iu_samples, capped so that G fits --iu_memory GiB."""
-    cap = int(args.iu_memory * 2**30 // (4 * persample.num_params(model)))
-    return max(1, min(args.iu_samples, n_retain, cap))
+def samples_for(model, args, x):
+    """How many retain examples form H: --iu_samples, capped so that their records fit --iu_memory GiB."""
+    cap = int(args.iu_memory * 2**30 // (4 * persample.record_floats(model, persample.layers(model), x)))
+    return max(1, min(args.iu_samples, len(x), cap))
 
 
 @register
@@ -54,11 +48,12 @@ def wfisher(model, splits, args, device, mask, run_dir=None):
     xr, yr = splits.xy("retain")
     nf, nr = len(xf), len(xr)
     v = nf / (nf + nr) * (mean_grad(model, xf, yf, args.batch_size) - mean_grad(model, xr, yr, args.batch_size))
-    n = samples_for(model, args, nr)
+    n = samples_for(model, args, xr)
     if n < min(args.iu_samples, nr):
         print(f"wfisher: Hessian from {n} retain examples (--iu_memory {args.iu_memory} GiB holds no more)")
-    G = flat_grads(model, xr[:n], yr[:n], args.grad_chunk)
-    step = (args.alpha * woodbury_ihvp(G, v, args.iu_damping)).float()
+    records = persample.Records(model, xr[:n], yr[:n], args.grad_chunk)
+    w = woodbury_weights(*records.gram_and_dot(v), args.iu_damping).to(v.dtype)
+    step = args.alpha * (v - records.weighted_sum(w)) / args.iu_damping
     with torch.no_grad():
         offset = 0
         for name, p in model.named_parameters():
