@@ -125,7 +125,8 @@ def _unlearn(p):
                    help="examples per batched per-example-gradient pass (FF, IU); 0: sized to 1 GiB of records")
     p.add_argument("--fisher_samples", type=nonneg_int, default=0,
                    help="retain examples estimating FF's Fisher (0: all of them)")
-    p.add_argument("--iu_samples", type=pos_int, default=1000, help="retain examples forming IU's Hessian")
+    p.add_argument("--iu_samples", type=pos_int, default=500,
+                   help="retain examples forming IU's Hessian (time grows with their square; see README)")
     p.add_argument("--iu_memory", type=pos_float, default=4.0,
                    help="GiB allowed for the layer records of IU's Hessian examples")
     p.add_argument("--iu_damping", type=pos_float, default=1.0, help="damping added to IU's Fisher")

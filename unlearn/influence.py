@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from unlearn import persample, register
 
 
-def mean_grad(model, x, y, batch_size):
-    """Flattened gradient of the mean cross-entropy over (x, y), model in eval mode."""
+def grad_sum(model, x, y, batch_size):
+    """Flattened gradient of the summed cross-entropy over (x, y), model in eval mode."""
     model.eval()
     params = [p for p in model.parameters()]
     total = [torch.zeros_like(p) for p in params]
@@ -26,7 +26,7 @@ def mean_grad(model, x, y, batch_size):
         loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size], reduction="sum")
         for t, g in zip(total, torch.autograd.grad(loss, params)):
             t += g
-    return torch.cat([t.flatten() for t in total]) / len(x)
+    return torch.cat([t.flatten() for t in total])
 
 
 def woodbury_weights(K, Gv, damping):
@@ -47,11 +47,13 @@ def wfisher(model, splits, args, device, mask, run_dir=None):
     xf, yf = splits.xy("forget")
     xr, yr = splits.xy("retain")
     nf, nr = len(xf), len(xr)
-    v = nf / (nf + nr) * (mean_grad(model, xf, yf, args.batch_size) - mean_grad(model, xr, yr, args.batch_size))
     n = samples_for(model, args, xr)
     if n < min(args.iu_samples, nr):
         print(f"wfisher: Hessian from {n} retain examples (--iu_memory {args.iu_memory} GiB holds no more)")
     records = persample.Records(model, xr[:n], yr[:n], args.grad_chunk)
+    retain_sum = records.weighted_sum(torch.ones(n, device=xr.device)) + grad_sum(model, xr[n:], yr[n:],
+                                                                                    args.batch_size)
+    v = nf / (nf + nr) * (grad_sum(model, xf, yf, args.batch_size) / nf - retain_sum / nr)
     w = woodbury_weights(*records.gram_and_dot(v), args.iu_damping).to(v.dtype)
     step = args.alpha * (v - records.weighted_sum(w)) / args.iu_damping
     with torch.no_grad():

@@ -258,7 +258,7 @@ class Records:
         return K, Gv
 
     def weighted_sum(self, w):
-        """G^T w = sum_i w_i g_i, flat: per layer (w D)^T U, with no further pass through the model."""
+        """G^T w = sum_i w_i g_i, flat, from the records alone (no further pass through the model)."""
         out = {name: torch.zeros_like(p) for name, p in self.model.named_parameters()}
         for prefix, m in self.mods:
             if m not in self.data:
@@ -268,11 +268,12 @@ class Records:
                 for name, g in grads(m, a, d).items():
                     out[prefix + name] += torch.tensordot(w, g, 1)
                 continue
-            D = _cols(m, d)
-            step = max(1, BLOCK_FLOATS // (D.shape[1] * (D.shape[2] + m.weight[0].numel())))
-            for s in range(0, self.n, step):
-                Ds = (w[s:s + step, None, None] * D[s:s + step]).flatten(0, 1)
-                out[prefix + "weight"] += (Ds.T @ _rows(m, a[s:s + step]).flatten(0, 1)).view_as(m.weight)
+            wd = d * w.view(-1, *[1] * (d.dim() - 1))
+            if isinstance(m, nn.Conv2d):
+                out[prefix + "weight"] += torch.nn.grad.conv2d_weight(a, m.weight.shape, wd, m.stride, m.padding,
+                                                                      m.dilation)
+            else:
+                out[prefix + "weight"] += wd.reshape(-1, wd.shape[-1]).T @ a.reshape(-1, a.shape[-1])
             if m.bias is not None:
-                out[prefix + "bias"] += w @ D.sum(1)
+                out[prefix + "bias"] += _cols(m, wd).sum((0, 1))
         return torch.cat([t.flatten() for t in out.values()])
