@@ -1,6 +1,6 @@
 """Performance figures, measured side by side on this machine: `python scripts/perf.py [--device cuda]`.
 
-1. IU and FF time as multiples of one FT epoch (digits, resnet18 by default), vectorized (torch.func) vs a
+1. IU and FF time as multiples of one FT epoch (digits, resnet18 by default), batched (unlearn/persample.py) vs a
    straightforward per-example loop of the same math (kept here as the baseline);
 2. masked vs unmasked training-step time;
 3. images/s of the tensor data path (batched augmentation on the device) vs torchvision per-image transforms

@@ -48,7 +48,7 @@ _CIFAR10 = {
         "GA": {"unlearn_epochs": 5, "unlearn_lr": 1e-4},
         "RL": {"unlearn_epochs": 10, "unlearn_lr": 0.013},
         "fisher_new": {"alpha": 1e-8},
-        "wfisher": {"alpha": 10, "iu_samples": 1000},
+        "wfisher": {"alpha": 10, "iu_samples": 1000, "iu_memory": 10},
         "FT_prune": {"unlearn_epochs": 10, "unlearn_lr": 0.01, "alpha": 5e-4},
     },
     "published": True,  # retraining dominates the time: days on 2 CPU cores, hours per seed on one GPU

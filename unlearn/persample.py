@@ -252,7 +252,8 @@ class Records:
 
                 def flat(i, j, m=m, a=a, d=d, names=names):
                     g = grads(m, a[i:j], d[i:j])
-                    return torch.cat([g[name].flatten(1) for name in names], 1)
+                    parts = [g[name].flatten(1) for name in names]
+                    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
                 _direct(K, Gv, flat, vl, n, max(1, BLOCK_FLOATS // vl.numel()))
         return K, Gv
