@@ -117,8 +117,7 @@ def chunk_size(model, mods, x, chunk):
 
 def record_floats(model, mods, x):
     """Floats recorded per example (layer inputs and outputs), from a one-example pass."""
-    with torch.no_grad():
-        return Pass(model, mods, x[:1]).floats()
+    return Pass(model, mods, x[:1]).floats()
 
 
 def _pair_sq(D, U, w):
