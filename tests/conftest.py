@@ -35,6 +35,16 @@ def run_script(script, args, timeout=300):
                           env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
+class Evil:
+    """Unpickling this creates `path`: a stand-in for any code a malicious file could run when loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
 def hash_tree(folder):
     """{relative path: sha256} of every file under `folder` (empty when it does not exist)."""
     out = {}

@@ -19,7 +19,7 @@ from torch import nn
 import main_baseline
 import trainer
 import utils
-from conftest import DIGITS_ARGS, REPO, cli_env, hash_tree, run_script
+from conftest import DIGITS_ARGS, REPO, Evil, cli_env, hash_tree, run_script
 from dataset import RawData, load_dataset
 from evaluation import accuracy, predict_probs
 from models import MODELS
@@ -116,16 +116,6 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing overwritten
-
-class Evil:
-    """Unpickling this would create `path`."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
 
 def test_evil_pickle_is_live(tmp_path):
     """The payload used below really runs code when loaded without weights_only (so its refusal means something)."""

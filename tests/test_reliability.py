@@ -30,7 +30,7 @@ import main_forget
 import main_imp
 import trainer
 import utils
-from conftest import DIGITS_ARGS, REPO, cli_env, hash_tree, run_script
+from conftest import DIGITS_ARGS, REPO, Evil, cli_env, hash_tree, run_script
 from dataset import load_dataset, split_train_val
 from models import build_model
 from suite import presets
@@ -42,16 +42,6 @@ SCRIPTS = {"main_baseline": main_baseline, "main_imp": main_imp, "main_forget": 
            "main_backdoor": main_backdoor, "benchmark": benchmark}
 RESULT_FILES = {"eval_result.json", "checkpoint.pt", "results.json", "results.md", "results.csv", "masks.json"}
 TIMING_KEYS = {"RTE_minutes", "mask_minutes", "wall_seconds", "seconds", "folder"}
-
-
-class Evil:
-    """Unpickling this creates `path`: a stand-in for any code a malicious file could run when loaded."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 class EvilShell(Evil):
