@@ -99,6 +99,21 @@ def rel_diff(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
+def gram_sizes(model, x, y):
+    """(MB recorded per example, multiply-adds per pair of examples in IU's Gram matrix, parameters)."""
+    mods = persample.layers(model)
+    rec = persample.Pass(model, mods, x[:1])
+    outs = rec.backward(y[:1])
+    pair = 0
+    for _, m in mods:
+        pair += sum(q.numel() for q in m.parameters(recurse=False))
+        if not isinstance(m, persample.BATCHNORM) and m in outs:
+            L, cout = persample._cols(m, outs[m]).shape[1:]
+            cin = persample._rows(m, rec.inputs[m]).shape[2]
+            pair += min(cin * cout, L * L * (cin + cout)) - m.weight.numel()
+    return 4 * rec.floats() / 2**20, pair, sum(q.numel() for q in model.parameters())
+
+
 def section_methods(args, device):
     raw = dataset.load_dataset("digits")
     splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=135).to(device)
@@ -109,6 +124,11 @@ def section_methods(args, device):
     print(f"\n[1] {args.arch} on digits, {n_retain} retain / {len(splits.forget)} forget examples; "
           f"one FT epoch = {ft:.2f} s")
     xr, yr = splits.xy("retain")
+    mb, pair, params = gram_sizes(fresh(), xr, yr)
+    meta32 = {**meta, "dataset": "cifar10", "in_channels": 3, "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    mb32 = gram_sizes(trainer.init_model(meta32, 0, device), torch.rand(1, 3, 32, 32, device=device), yr)[0]
+    print(f"IU records {mb:.2f} MB per example ({mb32:.2f} MB at 32x32); its Gram matrix costs {pair:,} "
+          f"multiply-adds per pair of examples ({params:,} parameters)")
     m = fresh()
     w0 = flat(m.parameters()).detach()
     rows = []
