@@ -69,6 +69,8 @@ def _data(p):
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--arch", default="resnet18", choices=sorted(MODELS))
     p.add_argument("--input_size", type=pos_int, default=None, help="resize images to this size")
+    p.add_argument("--train_subset", type=pos_int, default=None,
+                   help="use only the first N training images (before the validation split)")
     p.add_argument("--data_dir", default="./tiny-imagenet-200", help="TinyImagenet image folder")
     p.add_argument("--num_workers", "--workers", type=nonneg_int, default=4,
                    help="kept for the reference's commands; data is held as tensors")
@@ -82,7 +84,12 @@ def _data(p):
     p.add_argument("--resume", action="store_true", help="continue the run found in --save_dir")
     p.add_argument("--checkpoint", default=None, help="checkpoint to resume from (default: in save_dir)")
     p.add_argument("--model_path", default=None, help="trained model to start from")
-    p.add_argument("--mask", default=None, help="mask file: {param_name: 0/1 tensor}")
+    p.add_argument("--mask", default=None,
+                   help="mask file {param_name: 0/1 tensor}, or a pruned model checkpoint (Unlearn-Sparse's "
+                        "meaning: that model is unlearned and its zero weights stay zero)")
+    p.add_argument("--mask_path", default=None, help="saliency mask file (SalUn's flag)")
+    p.add_argument("--allow_dataset_change", action="store_true",
+                   help="accept a checkpoint trained on another dataset (same classes and input shape)")
     p.add_argument("--batch_size", type=pos_int, default=256)
     p.add_argument("--print_freq", type=pos_int, default=50)
     p.add_argument("--no-aug", dest="no_aug", action="store_true", help="no training augmentation")
@@ -130,6 +137,10 @@ def _unlearn(p):
     p.add_argument("--iu_memory", type=pos_float, default=4.0,
                    help="GiB allowed for the layer records of IU's Hessian examples")
     p.add_argument("--iu_damping", type=pos_float, default=1.0, help="damping added to IU's Fisher")
+    p.add_argument("--rl_order", default="mixed", choices=["mixed", "reference"],
+                   help="RL's batches: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
+                        "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
+                        "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
     p.add_argument("--run_name", default=None, help="run folder name (default: method and mask)")
 
 

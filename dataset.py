@@ -144,10 +144,15 @@ def TinyImagenet(root, data_dir):
     return RawData(out[0], out[1], out[2], out[3], 200, "crop_flip")
 
 
-def load_dataset(name, root="./data", data_dir="./tiny-imagenet-200", input_size=None):
+def load_dataset(name, root="./data", data_dir="./tiny-imagenet-200", input_size=None, train_subset=None):
+    """The dataset as tensors, resized to input_size; train_subset keeps the first that many training images."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     raw = DATASETS[name](root, data_dir)
+    if train_subset:
+        if train_subset > len(raw.y_train):
+            raise UserError(f"--train_subset {train_subset} is larger than {name}'s {len(raw.y_train)} training images")
+        raw.x_train, raw.y_train = raw.x_train[:train_subset], raw.y_train[:train_subset]
     if input_size and input_size != raw.shape[-1]:
         resize = lambda x: F.interpolate(x, size=(input_size, input_size), mode="bilinear",  # noqa: E731
                                          align_corners=False)
@@ -253,7 +258,7 @@ def make_splits(raw, seed, class_to_replace=-1, num_indexes_to_replace=None, ind
 
 
 def splits_from_args(args, device):
-    raw = load_dataset(args.dataset, args.data, args.data_dir, args.input_size)
+    raw = load_dataset(args.dataset, args.data, args.data_dir, args.input_size, args.train_subset)
     if args.num_classes is not None and args.num_classes != raw.num_classes:
         raise UserError(f"--num_classes {args.num_classes} does not match {args.dataset} ({raw.num_classes})")
     splits = make_splits(raw, args.seed, args.class_to_replace, args.num_indexes_to_replace,

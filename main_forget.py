@@ -22,29 +22,68 @@ def parse(argv=None):
 def run_name(args):
     if args.run_name:
         return args.run_name
-    if args.mask:
-        return f"{args.unlearn}_{os.path.splitext(os.path.basename(args.mask))[0]}"
+    mask = args.mask_path or args.mask
+    if mask:
+        return f"{args.unlearn}_{os.path.splitext(os.path.basename(mask))[0]}"
     if args.mask_ratio:
         return f"{args.unlearn}_saliency_{args.mask_ratio:g}"
     return args.unlearn
 
 
+def is_model_file(path):
+    """A checkpoint of a whole model ({'state_dict': ...}, or a state_dict with buffers), not a mask."""
+    state = utils.load_torch(path, "mask or model")
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return isinstance(state, dict) and ("state_dict" in state or any(
+        isinstance(k, str) and (k.endswith(buffers) or k.startswith("normalize")) for k in state))
+
+
+def inputs(args):
+    """(model path, mask file, whether the model's zeros are its pruning mask). --mask names a mask file or,
+    as in Unlearn-Sparse, a (pruned) model to unlearn; --mask_path names a mask file, as in SalUn."""
+    model_path, mask_file, zeros_are_mask = args.model_path, args.mask_path, False
+    if args.mask and is_model_file(args.mask):
+        if args.model_path:
+            raise utils.UserError(f"--mask '{args.mask}' is a model; give the model to unlearn either with --mask "
+                                  f"or with --model_path, not both")
+        model_path, zeros_are_mask = args.mask, True
+    elif args.mask:
+        if args.mask_path:
+            raise utils.UserError("give the mask file either with --mask or with --mask_path, not both")
+        mask_file = args.mask
+    if mask_file and args.mask_ratio:
+        raise utils.UserError("give either a mask file or --mask_ratio, not both")
+    return model_path or os.path.join(args.save_dir, "checkpoint.pt"), mask_file, zeros_are_mask
+
+
+def check_splits(splits):
+    """Every method and the evaluation need a non-empty forget set and a non-empty retain set."""
+    if len(splits.retain) == 0:
+        raise utils.UserError("the forget set is the whole training set, so nothing is left to retain; choose "
+                              "a forget set with --num_indexes_to_replace, --class_to_replace or --indexes_to_replace")
+    if len(splits.forget) == 0:
+        raise utils.UserError("the forget set is empty; choose it with --num_indexes_to_replace, "
+                              "--class_to_replace or --indexes_to_replace")
+
+
+def zeros_mask(model):
+    """The pruning mask of a model given as --mask: its zero weights in convolution and linear layers."""
+    return {n: p != 0 for n, p in model.named_parameters() if p.dim() > 1 and (p == 0).any()}
+
+
 def prepare(args, device):
     """Everything that can fail on user input, checked before anything is written."""
-    if args.mask and args.mask_ratio:
-        raise utils.UserError("give either --mask or --mask_ratio, not both")
+    model_path, mask_file, zeros_are_mask = inputs(args)
     splits = dataset.splits_from_args(args, device)
-    model_path = args.model_path or os.path.join(args.save_dir, "checkpoint.pt")
+    check_splits(splits)
     if not os.path.exists(model_path):
         raise utils.UserError(f"model '{model_path}' does not exist; train it with main_baseline.py or "
                               f"name it with --model_path")
     model, meta = trainer.load_model(model_path, args, splits.raw, device)
-    state = utils.load_torch(model_path, "model")
-    mask = load_mask(args.mask, model, device) if args.mask else None
-    prune_mask = state.get("prune_mask")
-    if prune_mask is not None:
-        from unlearn.mask import check_mask
-        prune_mask = {k: v.to(device) for k, v in check_mask(prune_mask, model, model_path).items()}
+    mask = load_mask(mask_file, model, device) if mask_file else None
+    prune_mask = model.prune_mask
+    if prune_mask is None and zeros_are_mask:
+        prune_mask = model.prune_mask = zeros_mask(model) or None
     return splits, model, mask, prune_mask
 
 
@@ -91,8 +130,8 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
         if prune_mask is not None:
             state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
     result = evaluate(model, splits, device, rte)
-    result["run"] = {"unlearn": args.unlearn, "mask": args.mask or (f"saliency {args.mask_ratio:g}" if
-                                                                     args.mask_ratio else None),
+    result["run"] = {"unlearn": args.unlearn, "mask": args.mask_path or args.mask or (
+                         f"saliency {args.mask_ratio:g}" if args.mask_ratio else None),
                      "mask_density": density(mask) if mask else 1.0, "mask_minutes": mask_minutes,
                      "sparsity": 1 - density(prune_mask) if prune_mask else 0.0, "seed": args.seed,
                      "train_seed": args.train_seed, "dataset": args.dataset, "arch": model.meta["arch"],

@@ -2,10 +2,11 @@
 
 --prune omp|imp: state 0 is the dense model, trained here from the --train_seed initialization (or given
 by --model_path). Each round (OMP: one; IMP: --pruning_times) prunes --rate of the conv weights that remain,
-globally by magnitude (--random_prune: at random), rewinds (--prune_type lt: to the --train_seed
-initialization; rewind_lt: to the weights after --rewind_epoch of the dense training (0: initialization), or
---rewind_pth, with the learning-rate schedule resumed at that epoch; pt: keeps the trained weights), zeroes
-the pruned weights and retrains for --epochs with them held at exactly zero.
+globally by magnitude (--random_prune: at random) in the weights the previous state ended with, rewinds
+(--prune_type lt: to the --train_seed initialization; rewind_lt: to the weights after --rewind_epoch of the
+dense training (0: initialization), or --rewind_pth; pt: to the dense model of state 0), zeroes the pruned
+weights and retrains for the full --epochs with them held at exactly zero, the learning-rate schedule
+starting at epoch --rewind_epoch (the reference's learning-rate rewinding, whatever the prune type).
 Unlike the reference, --pruning_times counts pruning rounds, not states: IMP with 3 leaves (1 - rate)^3.
 Writes <save_dir>/state_<i>/{checkpoint.pt, eval_result.json, log.jsonl}, <save_dir>/mask_state_<i>.pt
 (usable as --mask), <save_dir>/rewind_weights.pt (rewind_lt) and <save_dir>/eval_result.json (every
@@ -63,7 +64,7 @@ def _load_into(model, sd, source):
 
 
 def train_state(args, splits, device, model, mask, run_dir, extra, start_epoch=0, on_epoch=None):
-    """Train on the 'train' split for --epochs (from `start_epoch` of the lr schedule), pruned weights fixed.
+    """Train on the 'train' split for --epochs, the lr schedule starting at `start_epoch`, pruned weights fixed.
 
     `on_epoch(epoch, model)` runs before each epoch's first step; fit writes run_dir/checkpoint.pt every
     epoch and continues it under --resume.
@@ -82,7 +83,7 @@ def train_state(args, splits, device, model, mask, run_dir, extra, start_epoch=0
             on_epoch(epoch, model)
         return dataset.batches(x, y, args.batch_size, True, aug)
 
-    trainer.fit(model, sgd, sched, args.epochs - start_epoch, make_batches, steps, run_dir=run_dir,
+    trainer.fit(model, sgd, sched, args.epochs, make_batches, steps, run_dir=run_dir,
                 ckpt_name="checkpoint.pt", resume=args.resume, extra=extra, val=splits.xy("val"),
                 desc=f"state {extra.get('state', 0)} epoch", amp=args.amp)
     return model
@@ -136,7 +137,8 @@ class Pruning:
         state = utils.load_torch(path, "checkpoint")
         model = trainer.to_device(_load_into(trainer.build(self.meta), state["state_dict"], path), self.device)
         mask = state.get("prune_mask")
-        return model, ({k: v.to(self.device) for k, v in mask.items()} if mask is not None else None)
+        model.prune_mask = {k: v.to(self.device) for k, v in mask.items()} if mask is not None else None
+        return model, model.prune_mask
 
     def _capture(self, epoch, model):
         if epoch == self.args.rewind_epoch:
@@ -144,10 +146,11 @@ class Pruning:
             utils.save_torch({"state_dict": sd, "epoch": epoch, "meta": self.meta},
                              os.path.join(self.save_dir, REWIND_FILE))
 
-    def _rewind_weights(self):
+    def _rewind_weights(self, dense):
+        """The weights every pruned state starts from; `dense`: the checkpoint of state 0."""
         args = self.args
         if args.prune_type == "pt":
-            return None
+            return _state_dict_of(dense, "dense model")
         if args.prune_type == "lt" or (args.model_path and not args.rewind_pth):
             return trainer.init_model(self.meta, args.train_seed, self.device).state_dict()
         if self.rewind_sd is not None:
@@ -187,29 +190,28 @@ class Pruning:
             train_state(args, self.splits, self.device, model, None, run_dir,
                         {"meta": self.meta, "state": 0, "sparsity": 0.0, "args": vars(args)}, on_epoch=capture)
             records.append(self._finish(0, model, None))
-        rewind = False  # loaded when the first state to train needs it
+        rewind = None  # loaded when the first state to train needs it
         for i in range(1, self.rounds + 1):
             if resume and _finished(self.save_dir, i):
                 model, mask = self._load_state(i)
                 records.append(utils.read_json(os.path.join(state_dir(self.save_dir, i), "eval_result.json")))
                 continue
-            if rewind is False:
-                rewind = self._rewind_weights()
+            if rewind is None:
+                rewind = self._rewind_weights(records[0]["checkpoint"])
             utils.seed_everything(args.train_seed + i)  # (re-initializing for lt reseeds: seed after it)
             ckpt = os.path.join(state_dir(self.save_dir, i), "checkpoint.pt")
             if resume and os.path.exists(ckpt):  # interrupted inside this state: fit reloads the weights
                 mask = self._load_state(i)[1]
             else:
                 mask = pruner.global_prune(model, args.rate, args.random_prune, mask)
-            if rewind is not None:
-                model.load_state_dict(rewind)
+            model.load_state_dict(rewind)
             pruner.apply_mask(model, mask)
+            model.prune_mask = mask
             utils.save_torch({k: v.cpu() for k, v in mask.items()}, mask_path(self.save_dir, i))
-            start = args.rewind_epoch if args.prune_type == "rewind_lt" else 0
             extra = {"meta": self.meta, "prune_mask": {k: v.cpu() for k, v in mask.items()}, "state": i,
                      "sparsity": pruner.sparsity(mask), "args": vars(args)}
             train_state(args, self.splits, self.device, model, mask, utils.ensure_dir(state_dir(self.save_dir, i)),
-                        extra, start_epoch=start)
+                        extra, start_epoch=args.rewind_epoch)
             records.append(self._finish(i, model, mask))
         return model, mask, records
 

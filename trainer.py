@@ -157,12 +157,14 @@ def model_meta(args, raw):
 
 
 def build(meta):
-    """The model described by `meta` (see model_meta); it keeps `meta` as an attribute."""
+    """The model described by `meta` (see model_meta). It keeps `meta` as an attribute, and `prune_mask`: the
+    pruning mask ({param_name: bool tensor}) of a pruned model, whose zeros stay zero, or None."""
     import models
     model = models.build_model(meta["arch"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
                                image_size=meta["image_size"], mean=meta["mean"], std=meta["std"],
                                imagenet_arch=meta["imagenet_arch"])
     model.meta = meta
+    model.prune_mask = None
     return model
 
 
@@ -182,7 +184,8 @@ def to_device(model, device):
 
 
 def load_model(path, args, raw, device):
-    """A trained model from our checkpoint or the reference's ({'state_dict': ...}), checked against the data."""
+    """A trained model from our checkpoint or the reference's ({'state_dict': ...}), checked against the data;
+    a pruned model's checkpoint gives it its `prune_mask`."""
     state = utils.load_torch(path, "model")
     if not isinstance(state, dict):
         raise UserError(f"model '{path}' is not a checkpoint (expected a dict with a state_dict)")
@@ -196,12 +199,29 @@ def load_model(path, args, raw, device):
     if not isinstance(meta, dict) or not META_KEYS <= set(meta):
         raise UserError(f"model '{path}' has a damaged 'meta' entry (it needs {', '.join(sorted(META_KEYS))}); "
                         f"recreate the checkpoint with main_baseline.py")
+    _check_meta(meta, path, args, raw)
     if meta["num_classes"] != raw.num_classes or meta["in_channels"] != raw.shape[0]:
         raise UserError(f"model '{path}' was made for {meta['num_classes']} classes and {meta['in_channels']} "
                         f"channels; {args.dataset} has {raw.num_classes} and {raw.shape[0]}")
     model = build(meta)
     load_weights(model, sd, f"model '{path}'")
+    if state.get("prune_mask") is not None:
+        from unlearn.mask import check_mask
+        model.prune_mask = {k: v.to(device) for k, v in check_mask(state["prune_mask"], model, path).items()}
     return to_device(model, device), meta
+
+
+def _check_meta(meta, path, args, raw):
+    """A checkpoint made for another architecture, input size or dataset is refused in one line."""
+    if meta["arch"] != args.arch:
+        raise UserError(f"model '{path}' is a {meta['arch']}, not --arch {args.arch}; pass --arch {meta['arch']}")
+    if meta["image_size"] != raw.shape[-1]:
+        raise UserError(f"model '{path}' was trained on {meta['image_size']}x{meta['image_size']} inputs, these are "
+                        f"{raw.shape[-1]}x{raw.shape[-1]}; pass --input_size {meta['image_size']}")
+    trained_on = meta.get("dataset", args.dataset)
+    if trained_on != args.dataset and not args.allow_dataset_change:
+        raise UserError(f"model '{path}' was trained on {trained_on}, not --dataset {args.dataset}; pass "
+                        f"--dataset {trained_on} (or --allow_dataset_change to use it on purpose)")
 
 
 META_KEYS = {"arch", "num_classes", "in_channels", "image_size", "mean", "std", "imagenet_arch"}

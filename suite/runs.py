@@ -26,7 +26,8 @@ def preflight(cfg):
     """Load the dataset and draw every seed's forget set once, so that a missing dataset or an impossible
     forget set ends the benchmark with one line before anything is written (instead of failing every run)."""
     import dataset
-    raw = dataset.load_dataset(cfg["dataset"], cfg["data_root"] or "./data", input_size=cfg["data"].get("input_size"))
+    raw = dataset.load_dataset(cfg["dataset"], cfg["data_root"] or "./data", input_size=cfg["data"].get("input_size"),
+                               train_subset=cfg["data"].get("train_subset"))
     for seed in cfg["seeds"]:
         dataset.make_splits(raw, seed, cfg["forget_class"] if cfg["scenario"] == "class" else -1,
                             None if cfg["scenario"] == "class" else cfg["num_forget"])

@@ -8,6 +8,7 @@ import torch
 import main_baseline
 import main_forget
 from conftest import hash_tree
+from dataset import load_dataset, split_train_val
 from unlearn import METHODS
 
 COMMON = ["--dataset", "digits", "--arch", "resnet20s", "--num_indexes_to_replace", "60", "--device", "cpu",
@@ -72,18 +73,29 @@ def bad_cases(trained, tmp):
     bad_classes = dict(torch.load(model, weights_only=True))
     bad_classes["meta"] = dict(bad_classes["meta"], num_classes=7)
     torch.save(bad_classes, tmp / "seven.pt")
+    torch.save(dict(bad_classes, meta=dict(bad_classes["meta"], dataset="fashionmnist")), tmp / "fashion.pt")
+    torch.save({k: torch.ones_like(v, dtype=torch.bool) for k, v in other.items() if k.endswith("conv1.weight")},
+               tmp / "half.pt")
+    train, _ = split_train_val(load_dataset("digits").y_train.numpy(), 2)
+    (tmp / "all.json").write_text(json.dumps([int(i) for i in train]))
     return [
         (["--model_path", model, "--mask", str(tmp / "wrong_shape.pt")], "shape"),
         (["--model_path", model, "--mask", str(tmp / "other_arch.pt")], "does not have"),
         (["--model_path", model, "--mask", str(tmp / "values.pt")], "other than 0 and 1"),
-        (["--model_path", model, "--mask", model], "looks like a model"),
+        (["--model_path", model, "--mask", model], "either with --mask or with --model_path"),
+        (["--model_path", model, "--mask", str(tmp / "half.pt"), "--mask_path", str(tmp / "half.pt")],
+         "not both"),
+        (["--model_path", model, "--mask_path", model], "looks like a model"),
+        (["--model_path", model, "--indexes_to_replace", str(tmp / "all.json")], "nothing is left to retain"),
+        (["--model_path", model, "--arch", "resnet18"], "is a resnet20s, not --arch resnet18"),
+        (["--model_path", str(tmp / "fashion.pt")], "trained on fashionmnist, not --dataset digits"),
         (["--model_path", model, "--mask_ratio", "1.5"], "outside"),
         (["--model_path", model, "--mask_ratio", "0"], "outside"),
         (["--model_path", model, "--unlearn", "nope"], "invalid choice"),
         (["--model_path", str(tmp / "missing.pt")], "does not exist"),
         (["--model_path", str(tmp / "seven.pt")], "7 classes"),
         (["--model_path", model, "--unlearn", "GA", "--unlearn_lr", "1e12"], "diverged"),
-        (["--model_path", model, "--unlearn", "fisher", "--alpha", "1e30"], "diverged"),
+        (["--model_path", model, "--unlearn", "fisher_new", "--alpha", "1e30"], "diverged"),
     ]
 
 
@@ -100,3 +112,21 @@ def test_bad_input_one_line_and_nothing_overwritten(trained, tmp_path, capsys):
         after = hash_tree(save)
         assert {k: v for k, v in after.items() if k in before} == before, argv
     assert not (save / "GA" / "eval_result.json").exists()
+
+
+def test_mask_may_name_a_pruned_model(trained, tmp_path):
+    """Unlearn-Sparse's --mask: the model to unlearn, whose zero weights stay zero."""
+    state = torch.load(trained / "checkpoint.pt", weights_only=True)
+    sd = dict(state["state_dict"])
+    zeros = {}
+    for name, w in sd.items():
+        if w.dim() == 4:
+            cut = w.abs().flatten().kthvalue(w.numel() // 2).values
+            sd[name] = torch.where(w.abs() <= cut, torch.zeros_like(w), w)
+            zeros[name] = sd[name] == 0
+    torch.save({"state_dict": sd}, tmp_path / "pruned.pt")  # the reference's layout: weights only
+    result = forget(tmp_path / "runs", "--mask", str(tmp_path / "pruned.pt"), "--unlearn", "FT")
+    assert 0.3 < result["run"]["sparsity"] < 0.6
+    out = torch.load(tmp_path / "runs" / "FT_pruned" / "checkpoint.pt", weights_only=True)["state_dict"]
+    for name, z in zeros.items():
+        assert (out[name][z] == 0).all() and (out[name][~z] != 0).all()

@@ -73,15 +73,6 @@ def test_empirical_fisher_matches_loop(digits, model, small_blocks):
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
 
 
-def test_true_fisher_matches_class_loop(digits, model, small_blocks):
-    x, _ = digits
-    x = x[:12]
-    probs = F.softmax(model.eval()(x), 1).detach()
-    expected = sum(probs[:, c:c + 1] * loop_grads(model, x, None, label=c) ** 2 for c in range(10)).sum(0)
-    got = flat(persample.sq_grad_sums(model, x, None, chunk=5), model)
-    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-8)
-
-
 def test_records_match_gradient_matrix(digits, model, small_blocks):
     x, y = digits
     x, y = x[:15], y[:15]

@@ -138,6 +138,8 @@ def test_rewinding_restores_recorded_weights(omp, tmp_path):
     save, calls = omp
     assert [c["state"] for c in calls] == [0, 1]
     assert calls[1]["start_epoch"] == 1  # the learning-rate schedule is rewound too
+    history = utils.load_torch(os.path.join(save, "state_1", "checkpoint.pt"))["history"]
+    assert [r["epoch"] for r in history] == [1, 2]  # and the pruned model trains for the full --epochs
     rewind = utils.load_torch(os.path.join(save, "rewind_weights.pt"))
     assert rewind["epoch"] == 1
     # the weights after epoch 1: the same dense training stopped after one epoch
@@ -179,6 +181,31 @@ def _snapshot(args, splits, device, model, mask, run_dir, extra, start_epoch=0, 
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, mask
 
 
+def test_imp_pt_starts_every_state_from_the_dense_model(omp, tmp_path):
+    """pt rewinds to the dense model each round (the reference); pruning ranks the last state's weights."""
+    save, _ = omp
+    dense = os.path.join(save, "state_0", "checkpoint.pt")
+    calls = []
+
+    def train(*a, **k):  # stands in for training: the weights change
+        calls.append(_snapshot(*a, **k))
+        with torch.no_grad():
+            for p in a[3].parameters():
+                p.mul_(-2)
+        return a[3]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(main_imp, "train_state", train)
+        main_imp.main(DATA + ["--epochs", "2", "--prune", "imp", "--pruning_times", "2", "--rate", "0.5",
+                              "--prune_type", "pt", "--model_path", dense, "--save_dir", str(tmp_path)])
+    expected = utils.load_torch(dense)["state_dict"]
+    for start, mask in calls:
+        for k, v in expected.items():
+            m = mask.get(k, torch.ones_like(v, dtype=torch.bool))
+            assert torch.equal(start[k][m], v[m]) and (start[k][~m] == 0).all(), k
+    assert pruner.density(calls[1][1]) == pytest.approx(0.25, abs=1e-4)
+
+
 def test_imp_three_rounds_and_resume(omp, tmp_path):
     save, _ = omp
     out = str(tmp_path / "imp")
@@ -211,7 +238,7 @@ def test_imp_three_rounds_and_resume(omp, tmp_path):
     assert hash_tree(out)["state_3/checkpoint.pt"] == before["state_3/checkpoint.pt"]
 
 
-@pytest.mark.parametrize("method", ["FT", "GA", "RL", "FT_prune"])
+@pytest.mark.parametrize("method", ["FT", "GA", "RL", "FT_prune", "retrain"])
 def test_unlearning_keeps_pruned_weights_zero(omp, tmp_path, method):
     save, _ = omp
     model_path = os.path.join(save, "state_1", "checkpoint.pt")
@@ -225,6 +252,9 @@ def test_unlearning_keeps_pruned_weights_zero(omp, tmp_path, method):
         assert (out["state_dict"][k][~m] == 0).all(), k
         moved += int((out["state_dict"][k][m] != pruned["state_dict"][k][m]).sum())
     assert moved > 0
+    zeros = {name: sum(int((c["state_dict"][k] == 0).sum()) for k in c["prune_mask"]) for name, c in
+             (("pruned", pruned), ("unlearned", out))}
+    assert zeros["unlearned"] == zeros["pruned"]  # retrain too: the retrained model is exactly as sparse
     assert result["run"]["sparsity"] == pytest.approx(pruned["sparsity"])
 
 
@@ -238,7 +268,7 @@ def test_saliency_masks(omp, tmp_path):
     total = sum(p.numel() for p in model.parameters())
     for r in (0.1, 0.5, 1.0):
         mask = check_mask(utils.load_torch(os.path.join(out, f"with_{r}.pt")), model, "mask")
-        assert kept(mask) == round(r * total)
+        assert kept(mask) == int(total * r)  # the reference's count
         assert mask.keys() == dict(model.named_parameters()).keys()
     low, high = (utils.load_torch(os.path.join(out, f"with_{r}.pt")) for r in (0.1, 0.5))
     assert all(not (low[k] & ~high[k]).any() for k in low)  # one score ranking: the masks are nested

@@ -282,7 +282,7 @@ BAD_INPUT = [
          "cut/train_state.pt", "corrupted", files={"cut/train_state.pt": "truncated.pt"}),
     case("forget-diverged-loss", "main_forget", ["--unlearn", "GA", "--unlearn_lr", "1e12", "--unlearn_epochs",
                                                  "3", "--run_name", "GA"], "at epoch", "step", "lower"),
-    case("forget-diverged-weights", "main_forget", ["--unlearn", "fisher", "--alpha", "1e30", "--fisher_samples",
+    case("forget-diverged-weights", "main_forget", ["--unlearn", "fisher_new", "--alpha", "1e30", "--fisher_samples",
                                                     "64", "--run_name", "FF"], "NaN or infinite", "--alpha"),
     # main_backdoor
     case("backdoor-trigger-too-large", "main_backdoor", ["--trigger_size", "8"], "--trigger_size 8",
@@ -303,7 +303,7 @@ BAD_INPUT = [
          "TinyImagenet", "{T}/nowhere/train", "--data_dir"),
     case("backdoor-save-dir-under-file", "main_backdoor", ["--model_path", M, "--save_dir", UNDER_A_FILE],
          UNDER_A_FILE, "choose another --save_dir"),
-    case("backdoor-diverged-weights", "main_backdoor", ["--model_path", M, "--unlearn", "fisher", "--alpha",
+    case("backdoor-diverged-weights", "main_backdoor", ["--model_path", M, "--unlearn", "fisher_new", "--alpha",
                                                         "1e30", "--fisher_samples", "64"], "NaN or infinite"),
     # benchmark
     case("benchmark-epochs-0", "benchmark", ["--epochs", "0"], "--epochs", "outside [1, inf)"),

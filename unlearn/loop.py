@@ -1,5 +1,6 @@
 """The shared unlearning loop: masked SGD, schedule, progress, exact resume; methods bring loss and batches."""
 import dataset
+import pruner
 import trainer
 
 
@@ -27,3 +28,11 @@ def epoch_batches(splits, name, args):
     aug = augmentation(splits, args)
     return (lambda epoch: dataset.batches(x, y, args.batch_size, True, aug),
             dataset.num_batches(len(x), args.batch_size))
+
+
+def reinitialized(model, args, device):
+    """A fresh --train_seed initialization of `model`'s architecture, pruned as `model` is: its pruning mask's
+    zeros are zero in the new weights (other masks only freeze weights, at their new values)."""
+    fresh = trainer.init_model(model.meta, args.train_seed, device)
+    fresh.prune_mask = model.prune_mask
+    return pruner.apply_mask(fresh, model.prune_mask) if model.prune_mask else fresh

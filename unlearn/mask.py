@@ -1,8 +1,9 @@
 """Masks: {param_name: bool tensor}. Loading and checking them, and SalUn's saliency masks.
 
-Saliency: s = |sum over forget batches of grad CE(model(x), y)| (eval mode, no step); a mask at ratio r
-keeps the round(r * total) entries with the largest s over all parameters, ties broken by position
-(earlier parameter, then earlier entry, wins), so the same scores always give the same mask.
+Saliency (the reference's generate_mask): s = |sum over forget batches of grad CE(model(x), y)| (eval mode,
+no step); a mask at ratio r keeps the int(total * r) entries with the largest s, ranked globally over every
+parameter of the model, ties broken by position (earlier parameter, then earlier entry, wins), so the same
+scores always give the same mask.
 """
 import torch
 import torch.nn.functional as F
@@ -67,11 +68,11 @@ def saliency_scores(model, x, y, batch_size):
 
 
 def top_ratio(scores, ratio):
-    """Keep round(ratio * total) entries with the largest scores; deterministic tie-breaking by position."""
+    """Keep int(total * ratio) entries with the largest scores; deterministic tie-breaking by position."""
     if not 0 < ratio <= 1:
         raise UserError(f"mask ratio {ratio} is outside (0, 1]")
     flat = torch.cat([s.flatten() for s in scores.values()]).float()
-    k = int(round(ratio * flat.numel()))
+    k = int(flat.numel() * ratio)
     keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     keep[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
     out, offset = {}, 0

@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 import dataset
-import trainer
 from unlearn import loop, register
 
 
@@ -15,8 +14,9 @@ def raw(model, splits, args, device, mask, run_dir=None):
 
 @register
 def retrain(model, splits, args, device, mask, run_dir=None):
-    """Re-initialize with --train_seed and train on the retain set only (the gold standard)."""
-    model = trainer.init_model(model.meta, args.train_seed, device)
+    """Re-initialize with --train_seed and train on the retain set only (the gold standard); a pruned model's
+    pruned weights are zero from the first step."""
+    model = loop.reinitialized(model, args, device)
     return loop.run(model, args, mask, *loop.epoch_batches(splits, "retain", args), run_dir=run_dir,
                     desc="retrain")
 
@@ -40,41 +40,64 @@ def _wrong_labels(y, num_classes):
     return (y + torch.randint(1, num_classes, y.shape).to(y.device)) % num_classes
 
 
+def _any_labels(y, num_classes):
+    """A uniformly random label from all classes (the true one included), for each entry of y."""
+    return torch.randint(0, num_classes, y.shape).to(y.device)
+
+
 @register
 def RL(model, splits, args, device, mask, run_dir=None):
-    """Random labels: forget examples relabelled at random (fresh each epoch), mixed with the retain set."""
+    """Random labels: the forget examples, relabelled at random (fresh each epoch), trained on with the retain set.
+
+    --rl_order mixed: labels from the other classes, one shuffled stream of forget and retain examples.
+    --rl_order reference (the reference code): labels from all classes; on cifar100 and TinyImagenet one
+    shuffled stream, on every other dataset all forget batches first, then all retain batches.
+    """
     xf, yf = splits.xy("forget")
     xr, yr = splits.xy("retain")
-    x = torch.cat([xf, xr])
-    aug = loop.augmentation(splits, args)
+    k, bs, aug = splits.raw.num_classes, args.batch_size, loop.augmentation(splits, args)
+    reference = args.rl_order == "reference"
+    if reference and args.dataset not in ("cifar100", "TinyImagenet"):
+        def make_batches(epoch):
+            yield from dataset.batches(xf, _any_labels(yf, k), bs, True, aug)
+            yield from dataset.batches(xr, yr, bs, True, aug)
 
-    def make_batches(epoch):
-        y = torch.cat([_wrong_labels(yf, splits.raw.num_classes), yr])
-        return dataset.batches(x, y, args.batch_size, True, aug)
+        steps = dataset.num_batches(len(xf), bs) + dataset.num_batches(len(xr), bs)
+    else:
+        relabel = _any_labels if reference else _wrong_labels
+        x = torch.cat([xf, xr])
 
-    return loop.run(model, args, mask, make_batches, dataset.num_batches(len(x), args.batch_size),
-                    run_dir=run_dir, desc="RL")
+        def make_batches(epoch):
+            return dataset.batches(x, torch.cat([relabel(yf, k), yr]), bs, True, aug)
+
+        steps = dataset.num_batches(len(x), bs)
+    return loop.run(model, args, mask, make_batches, steps, run_dir=run_dir, desc="RL")
+
+
+def l1_weight(alpha, epoch, epochs, no_l1_epochs):
+    """The reference's l1 schedule: alpha * (1 - epoch / (epochs - no_l1_epochs)) over the first
+    epochs - no_l1_epochs epochs, then 0; constant alpha when no_l1_epochs equals epochs."""
+    l1_epochs = epochs - no_l1_epochs
+    if l1_epochs == 0:
+        return alpha
+    return alpha * (1 - epoch / l1_epochs) if epoch < l1_epochs else 0.0
 
 
 @register
 def FT_prune(model, splits, args, device, mask, run_dir=None):
-    """l1-sparse: fine-tune on retain with alpha_t * ||w||_1, alpha_t decaying linearly from --alpha to 0
-    over the epochs before the final --no-l1-epochs."""
+    """l1-sparse: fine-tune on retain with alpha_t * ||w||_1 over all parameters, alpha_t from `l1_weight`."""
     make_batches, steps = loop.epoch_batches(splits, "retain", args)
-    l1_epochs = args.unlearn_epochs - args.no_l1_epochs
-    state = {"epoch": 0}
+    state = {"alpha": 0.0}
 
-    def batches_with_epoch(epoch):
-        state["epoch"] = epoch
+    def batches_with_alpha(epoch):
+        state["alpha"] = l1_weight(args.alpha, epoch, args.unlearn_epochs, args.no_l1_epochs)
         return make_batches(epoch)
 
     def loss_fn(m, x, y):
-        e = state["epoch"]
-        alpha = args.alpha * (1 - e / l1_epochs) if e < l1_epochs else 0.0
         loss = F.cross_entropy(m(x), y)
-        if alpha:
-            loss = loss + alpha * sum(p.abs().sum() for p in m.parameters())
+        if state["alpha"]:
+            loss = loss + state["alpha"] * sum(p.abs().sum() for p in m.parameters())
         return loss
 
-    return loop.run(model, args, mask, batches_with_epoch, steps, loss_fn=loss_fn, run_dir=run_dir,
+    return loop.run(model, args, mask, batches_with_alpha, steps, loss_fn=loss_fn, run_dir=run_dir,
                     desc="FT_prune")

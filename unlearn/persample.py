@@ -6,9 +6,11 @@ output. Example i's weight gradient is D_i^T U_i, with U_i (L x in) the input ro
 at its L output positions (a convolution's unfolded patches) and D_i (L x out) the output gradient there.
 So every per-example quantity costs about one ordinary backward pass, not one pass per example.
 
-- `sq_grad_sums`: sum_i g_i^2 (empirical Fisher) or sum_i E_{c~p(c|x_i)} g_ic^2 (true Fisher, one
-  backward pass per class). A layer with few output positions needs no per-example expansion:
-  sum_i w_i g_i^2 = sum_pq (w D_p D_q)^T (U_p U_q), one matmul over the pairs of positions p, q.
+- `sq_grad_sums`: sum_i g_i^2 (the empirical Fisher of `fisher`). A layer with few output positions needs
+  no per-example expansion: sum_i w_i g_i^2 = sum_pq (w D_p D_q)^T (U_p U_q), one matmul over the pairs of
+  positions p, q.
+- `group_sq_grads`: the class-wise Fisher of `fisher_new` over batches of consecutive examples: one backward
+  pass per class, then one matmul per batch (sum over its examples and positions of D_i^T U_i).
 - `Records`: the n x P matrix G of per-example gradients in factored form, giving K = G G^T, G v and
   G^T w without forming G. Where L^2 (in + out) < in * out, a pair costs L^2 (in + out) instead of in * out through
   g_i . g_j = sum_pq (D_i D_j^T)_pq (U_i U_j^T)_pq.
@@ -150,25 +152,70 @@ def _add_sq(total, prefix, m, a, d, w):
         total[prefix + "weight"] += _pair_sq(D[s:s + step], U[s:s + step], w[s:s + step]).view_as(m.weight)
 
 
-def sq_grad_sums(model, x, y=None, chunk=0):
-    """{name: sum_i g_i^2} for g_i the gradient of CE(x_i, y_i); when y is None, the true Fisher's
-    {name: sum_i sum_c p(c|x_i) g_ic^2}, g_ic the gradient of CE(x_i, c)."""
+def sq_grad_sums(model, x, y, chunk=0):
+    """{name: sum_i g_i^2} for g_i the gradient of CE(x_i, y_i)."""
     mods = layers(model)
     total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     step = chunk_size(model, mods, x, chunk)
     for s in range(0, len(x), step):
         p = Pass(model, mods, x[s:s + step])
-        n, classes = p.probs.shape
-        if y is None:
-            targets = [(torch.full((n,), c, device=x.device), p.probs[:, c]) for c in range(classes)]
-        else:
-            targets = [(y[s:s + step], torch.ones(n, device=x.device))]
-        for k, (t, w) in enumerate(targets):
-            outs = p.backward(t, retain=k < len(targets) - 1)
-            for prefix, m in mods:
-                if m in outs:
-                    _add_sq(total, prefix, m, p.inputs[m], outs[m], w)
+        outs = p.backward(y[s:s + step])
+        w = torch.ones(len(p.probs), device=x.device)
+        for prefix, m in mods:
+            if m in outs:
+                _add_sq(total, prefix, m, p.inputs[m], outs[m], w)
     return total
+
+
+def _group_sums(m, a, d, group):
+    """{parameter name: (G, *shape)}: the summed gradient of each run of `group` consecutive examples."""
+    pad = -len(a) % group
+    if pad:  # zero examples add nothing to a group's sum
+        a = torch.cat([a, a.new_zeros((pad, *a.shape[1:]))])
+        d = torch.cat([d, d.new_zeros((pad, *d.shape[1:]))])
+    G = len(a) // group
+    if isinstance(m, BATCHNORM):
+        return {k: v.view(G, group, *v.shape[1:]).sum(1) for k, v in grads(m, a, d).items()}
+    D, U = _cols(m, d), _rows(m, a)
+    out = {"weight": torch.bmm(D.reshape(G, -1, D.shape[2]).transpose(1, 2), U.reshape(G, -1, U.shape[2]))
+           .view(G, *m.weight.shape)}
+    if m.bias is not None:
+        out["bias"] = D.sum(1).view(G, group, -1).sum(1)
+    return out
+
+
+def group_sq_grads(model, x, group, chunk=0):
+    """Golatkar et al.'s Fisher diagonal over consecutive batches of `group` examples (the last may be
+    smaller): mean over batches of sum_y mean_b p(y|x) * (d mean_b CE(x, y) / dw)^2.
+
+    One forward pass per chunk of whole batches and one backward pass per class give every layer's
+    output gradient; each batch's weight gradient is then one matmul over its examples and positions."""
+    mods = layers(model)
+    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    step = max(group, chunk_size(model, mods, x, chunk) // group * group)
+    for s in range(0, len(x), step):
+        p = Pass(model, mods, x[s:s + step])
+        n, classes = p.probs.shape
+        sizes = torch.full(((n + group - 1) // group,), float(group), device=x.device)
+        sizes[-1] = n - group * (len(sizes) - 1)
+        for c in range(classes):
+            outs = p.backward(torch.full((n,), c, device=x.device), retain=c < classes - 1)
+            w = torch.zeros(len(sizes) * group, device=x.device)
+            w[:n] = p.probs[:, c]
+            w = w.view(len(sizes), group).sum(1) / sizes  # the batch mean of p(c|x)
+            for prefix, m in mods:
+                if m not in outs:
+                    continue
+                a, d = p.inputs[m], outs[m]
+                blk = max(1, BLOCK_FLOATS // max(1, _rows(m, a[:1]).numel() * group)) * group
+                for b in range(0, n, blk):
+                    g0 = b // group
+                    for name, g in _group_sums(m, a[b:b + blk], d[b:b + blk], group).items():
+                        k = len(g)
+                        scaled = g / sizes[g0:g0 + k].view(-1, *[1] * (g.dim() - 1))
+                        total[prefix + name] += torch.tensordot(w[g0:g0 + k], scaled.square(), 1)
+    batches = (len(x) + group - 1) // group
+    return {k: v / batches for k, v in total.items()}
 
 
 def _direct(K, Gv, flat, v, n, step):
