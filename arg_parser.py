@@ -141,6 +141,9 @@ def _unlearn(p):
                    help="RL's batches: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
                         "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
                         "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
+    p.add_argument("--fast_eval", action="store_true",
+                   help="evaluate only what the benchmark's tables show (accuracies and MIA-Efficacy's confidence "
+                        "attack); by default the reference's full evaluation")
     p.add_argument("--run_name", default=None, help="run folder name (default: method and mask)")
 
 

@@ -129,7 +129,7 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
         state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
         if prune_mask is not None:
             state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
-    result = evaluate(model, splits, device, rte)
+    result = evaluate(model, splits, device, rte, full=not args.fast_eval)
     result["run"] = {"unlearn": args.unlearn, "mask": args.mask_path or args.mask or (
                          f"saliency {args.mask_ratio:g}" if args.mask_ratio else None),
                      "mask_density": density(mask) if mask else 1.0, "mask_minutes": mask_minutes,
@@ -145,7 +145,7 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
     utils.write_json(result, os.path.join(run_dir, "eval_result.json"))
     s = result["summary"]
     print(f"{args.unlearn}: UA {s['UA']:.2f}  RA {s['RA']:.2f}  TA {s['TA']:.2f}  "
-          f"MIA {s['MIA_efficacy']:.2f}  RTE {rte:.3f} min  -> {run_dir}")
+          f"MIA {s['MIA_efficacy']:.2f}  RTE {rte:.3f} min  evaluation {result['eval_seconds']:.1f} s  -> {run_dir}")
     return result
 
 

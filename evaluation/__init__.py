@@ -1,17 +1,22 @@
 """Evaluation: accuracies, the SVC membership-inference attack and the gap to retraining."""
 
 from .metrics import accuracy, predict_probs
-from .mia import FEATURES, features, forget_efficacy, svc_attack, training_privacy
+from .mia import (FEATURES, efficacy_sets, features, forget_efficacy, predict_distinct, privacy_sets, svc_attack,
+                  svc_attacks, training_privacy)
 
 __all__ = [
     "FEATURES",
     "accuracy",
     "avg_gap",
+    "efficacy_sets",
     "evaluate",
     "features",
     "forget_efficacy",
+    "predict_distinct",
     "predict_probs",
+    "privacy_sets",
     "svc_attack",
+    "svc_attacks",
     "training_privacy",
 ]
 

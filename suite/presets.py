@@ -12,7 +12,7 @@ METHOD_ORDER = ("raw", "retrain", "FT", "GA", "RL", "fisher_new", "fisher", "wfi
 UNMASKED_ONLY = ("raw", "retrain")  # the original model and the gold standard are never masked
 REFERENCE = "retrain"
 NAMES = {"raw": "Original", "retrain": "Retrain", "FT": "FT", "GA": "GA", "RL": "RL", "fisher_new": "FF",
-         "fisher": "FF (true Fisher)", "wfisher": "IU", "FT_prune": "l1-sparse"}
+         "fisher": "FF (empirical Fisher)", "wfisher": "IU", "FT_prune": "l1-sparse"}
 SEARCH_SEEDS = (0, 99)  # the search's own splits and forget sets, none of the benchmark's seeds (1, 2, 3)
 
 # SalUn (ICLR 2024) Table 1: ResNet-18 on CIFAR-10, random forgetting of 10% of the training set.
@@ -36,7 +36,8 @@ FLAG_SPELLING = {"no_l1_epochs": "--no-l1-epochs", "no_aug": "--no-aug"}
 # lr 0.1 with 10x drops at epochs 91 and 136; retrain 160 epochs at 0.1; FT 10 epochs at 0.01; GA 5 epochs
 # at 1e-4; RL 10 epochs at 0.013; l1-sparse 10 epochs at 0.01 with gamma = 5e-4 decaying linearly.
 # FF's and IU's strengths are not stated in the papers (searched there over a range); IU's alpha = 10 is
-# the value public reproduction scripts use for this setting, FF's 1e-8 puts its noise at the 1e-3 cap.
+# the value public reproduction scripts use for this setting; FF's alpha = 1e-7 caps its noise at
+# sqrt(1e3 x 1e-7) = 0.01 per weight (x sqrt(10) on the classifier and 1-d tensors); not searched.
 _CIFAR10 = {
     "dataset": "cifar10", "arch": "resnet18", "num_forget": 4500, "forget_class": 0, "seeds": 3,
     "mask_ratio": 0.5, "data": {"batch_size": 256},
@@ -47,7 +48,7 @@ _CIFAR10 = {
         "FT": {"unlearn_epochs": 10, "unlearn_lr": 0.01},
         "GA": {"unlearn_epochs": 5, "unlearn_lr": 1e-4},
         "RL": {"unlearn_epochs": 10, "unlearn_lr": 0.013},
-        "fisher_new": {"alpha": 1e-8},
+        "fisher_new": {"alpha": 1e-7},
         "wfisher": {"alpha": 10, "iu_samples": 1000, "iu_memory": 10},
         "FT_prune": {"unlearn_epochs": 10, "unlearn_lr": 0.01, "alpha": 5e-4},
     },
@@ -84,33 +85,36 @@ PRESETS = {
         },
         "published": False,
     },
-    # Fashion-MNIST from Debian's dataset-fashion-mnist package (60,000 training images, 54,000 after the
-    # validation split; 5,400 forgotten). Images are resized to 14x14 (a 48 s epoch on 2 idle CPU cores).
-    # One seed by default: each run's evaluation fits the membership SVMs on 20,000 examples (~3 min on 2
-    # cores), so a seed takes about an hour; --seeds 3 gives the three-seed table in about 3.5 hours.
-    # The method values are first guesses scaled from the digits search and the papers by the number of
-    # optimizer steps; `python benchmark.py --preset fashionmnist --search` chooses them on validation data.
+    # Fashion-MNIST from Debian's dataset-fashion-mnist package, in the papers' regime: the original model fits
+    # its training set (train accuracy 99.3%, test 85.8% on seed 0), so retraining measurably forgets. To keep a
+    # seed near 12 minutes on 2 CPU cores: the first 5,000 training images (4,500 after the validation split,
+    # 450 forgotten), 14x14, no augmentation, resnet20s, 20 epochs. The method values are the papers' CIFAR-10
+    # ones (same optimizer, same learning rates) with half the epochs, GA's learning rate raised 5x because it
+    # takes 20 steps here against the papers' 90; they were not searched (see docs/presets.md).
     "fashionmnist": {
-        "about": "Fashion-MNIST (Debian package), resnet20s at 14x14, forget 10% at random; ~1 h per seed, 2 cores",
-        "dataset": "fashionmnist", "arch": "resnet20s", "scenario": "random", "num_forget": 5400,
-        "forget_class": 0, "seeds": 1, "mask_ratio": 0.5, "data": {"batch_size": 256, "input_size": 14},
-        "train": {"epochs": 6, "lr": 0.1, "decreasing_lr": "4,5"},
+        "about": "Fashion-MNIST (Debian package), first 5,000 training images, resnet20s at 14x14, forget 10% "
+                 "at random; ~12 min per seed on 2 CPU cores",
+        "dataset": "fashionmnist", "arch": "resnet20s", "scenario": "random", "num_forget": 450,
+        "forget_class": 0, "seeds": 3, "mask_ratio": 0.5,
+        "data": {"batch_size": 128, "input_size": 14, "train_subset": 5000, "no_aug": True},
+        "train": {"epochs": 20, "lr": 0.1, "decreasing_lr": "10,15"},
         "methods": {
             "raw": {},
-            "retrain": {"unlearn_epochs": 6, "unlearn_lr": 0.1},
-            "FT": {"unlearn_epochs": 1, "unlearn_lr": 0.03},
-            "GA": {"unlearn_epochs": 2, "unlearn_lr": 1e-3},
-            "RL": {"unlearn_epochs": 1, "unlearn_lr": 0.01},
-            "fisher_new": {"alpha": 1e-6},
+            "retrain": {"unlearn_epochs": 20, "unlearn_lr": 0.1},
+            "FT": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
+            "GA": {"unlearn_epochs": 5, "unlearn_lr": 5e-4},
+            "RL": {"unlearn_epochs": 5, "unlearn_lr": 0.013},
+            "fisher_new": {"alpha": 1e-7},
             "wfisher": {"alpha": 10, "iu_samples": 300},
-            "FT_prune": {"unlearn_epochs": 1, "unlearn_lr": 0.03, "alpha": 2e-4},
+            "FT_prune": {"unlearn_epochs": 5, "unlearn_lr": 0.01, "alpha": 5e-4},
         },
         "search": {
             "FT": {"unlearn_lr": [0.01, 0.03, 0.1]},
-            "GA": {"unlearn_lr": [1e-4, 1e-3, 1e-2]},
-            "RL": {"unlearn_lr": [0.003, 0.01, 0.03]},
+            "GA": {"unlearn_lr": [1e-4, 5e-4, 2e-3]},
+            "RL": {"unlearn_lr": [0.005, 0.013, 0.03]},
+            "fisher_new": {"alpha": [1e-8, 1e-7, 1e-6]},
             "wfisher": {"alpha": [3, 10, 30]},
-            "FT_prune": {"alpha": [1e-4, 2e-4, 5e-4]},
+            "FT_prune": {"alpha": [2e-4, 5e-4, 1e-3]},
         },
         "published": False,
     },

@@ -17,7 +17,7 @@ from utils import UserError
 
 # Arguments that may differ between a finished run and a new invocation without changing its result.
 NEUTRAL_ARGS = {"save_dir", "model_path", "resume", "device", "gpu", "data", "data_dir", "num_workers", "print_freq",
-                "checkpoint", "run_name"}
+                "checkpoint", "run_name", "fast_eval"}
 RUN_ERRORS = (UserError, RuntimeError, ValueError, ArithmeticError)  # recorded as a failed run; the rest goes on
 SUMMARY_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
 
@@ -77,10 +77,10 @@ def forget_run(cfg, seed, root, method, masked, options=None, run_name=None):
     import main_forget
     options = {"decreasing_lr": cfg["train"]["decreasing_lr"], **cfg["methods"][method], **(options or {})}
     ratio_ = cfg["mask_ratio"] if masked else None
-    name = run_name or main_forget.run_name(SimpleNamespace(run_name=None, mask=None, mask_ratio=ratio_,
-                                                            unlearn=method))
+    name = run_name or main_forget.run_name(SimpleNamespace(run_name=None, mask=None, mask_path=None,
+                                                            mask_ratio=ratio_, unlearn=method))
     seed_dir = os.path.join(root, f"seed_{seed}")
-    argv = common_argv(cfg, seed) + ["--unlearn", method] + flags(options)
+    argv = common_argv(cfg, seed) + ["--unlearn", method, "--fast_eval"] + flags(options)
     argv += ["--mask_ratio", format(ratio_, "g")] if masked else []
     argv += ["--run_name", name] if run_name else []
     argv += ["--model_path", os.path.join(seed_dir, "original", "checkpoint.pt"), "--save_dir", seed_dir, "--resume"]

@@ -22,21 +22,31 @@ def test_trigger_position_and_value():
     x = torch.full((2, 3, 8, 8), 0.5)
     out = add_trigger(x, 2, 0.0)
     patch = torch.zeros(8, 8, dtype=torch.bool)
-    patch[5:7, 5:7] = True  # 2x2, one pixel from the bottom and right edges
+    patch[4:6, 4:6] = True  # 2x2, two pixels from the bottom and right edges
     assert (out[:, :, patch] == 0.0).all()
     assert (out[:, :, ~patch] == 0.5).all()
     assert (x == 0.5).all()  # the input is not modified
-    assert (add_trigger(torch.zeros(1, 1, 8, 8), 7, 1.0)[0, 0, :7, :7] == 1.0).all()
+    assert (add_trigger(torch.zeros(1, 1, 8, 8), 6, 1.0)[0, 0, :6, :6] == 1.0).all()
     assert trigger_value("digits") == 1.0 and trigger_value("fashionmnist") == 1.0  # black backgrounds
     assert trigger_value("cifar10") == 0.0 and trigger_value("svhn") == 0.0
 
 
+def test_trigger_where_the_reference_puts_it():
+    # the reference zeroes data[:, -2 - size:-2, -2 - size:-2, :] of its NHWC images
+    x = torch.rand(3, 3, 32, 32)
+    nhwc = x.permute(0, 2, 3, 1).numpy().copy()
+    nhwc[:, -2 - 4:-2, -2 - 4:-2, :] *= 0
+    assert torch.equal(add_trigger(x, 4, 0.0), torch.from_numpy(nhwc).permute(0, 3, 1, 2))
+    changed = (add_trigger(x, 4, 0.0) != x).any(dim=(0, 1)).nonzero()
+    assert changed.min(dim=0).values.tolist() == [26, 26] and changed.max(dim=0).values.tolist() == [29, 29]
+
+
 def test_trigger_must_fit_with_margin():
-    check_trigger(7, (1, 8, 8))
+    check_trigger(6, (1, 8, 8))
     with pytest.raises(UserError, match="does not fit"):
-        check_trigger(8, (1, 8, 8))
-    with pytest.raises(UserError, match="at most 31"):
-        check_trigger(32, (3, 32, 32))
+        check_trigger(7, (1, 8, 8))
+    with pytest.raises(UserError, match="at most 30"):
+        check_trigger(31, (3, 32, 32))
 
 
 def test_poison_modifies_a_copy_of_the_forget_examples():
@@ -55,14 +65,14 @@ def test_poison_modifies_a_copy_of_the_forget_examples():
     others[idx] = False
     assert torch.equal(p.raw.x_train[others], x0[others]) and torch.equal(p.raw.y_train[others], y0[others])
     xf, yf = p.xy("forget")
-    assert (yf == 3).all() and (xf[:, 0, 5:7, 5:7] == 1.0).all()
+    assert (yf == 3).all() and (xf[:, 0, 4:6, 4:6] == 1.0).all()
     assert len(p.retain) == len(clean.train) - 50
     assert torch.equal(p.raw.x_test, raw.x_test)
 
 
 class Lookup(nn.Module):
     """Predicts a fixed class per image, read from the image's id stored in its top-left pixel;
-    the id's prediction changes when the trigger pixel (6, 6) is white."""
+    the id's prediction changes when the trigger pixel (5, 5) is white."""
 
     def __init__(self, clean, triggered):
         super().__init__()
@@ -70,7 +80,7 @@ class Lookup(nn.Module):
 
     def forward(self, x):
         ids = (x[:, 0, 0, 0] * 10).round().long()
-        pred = torch.where(x[:, 0, 6, 6] == 1.0, self.triggered[ids], self.clean[ids])
+        pred = torch.where(x[:, 0, 5, 5] == 1.0, self.triggered[ids], self.clean[ids])
         return nn.functional.one_hot(pred, 4).float() * 10
 
 
@@ -79,18 +89,19 @@ def test_attack_success_by_hand():
     x[:, 0, 0, 0] = torch.arange(5) / 10
     y = torch.tensor([0, 1, 2, 1, 3])
     model = Lookup(clean=[0, 1, 2, 1, 3], triggered=[0, 0, 3, 0, 2])
-    # target 0: the image of class 0 is left out; of the other four, ids 1 and 3 flip to 0
-    assert attack_success(model, x, y, 0, 2, 1.0, "cpu") == pytest.approx(50.0)
-    # target 2: ids 0, 1, 3, 4 count; only id 4 is called 2
-    assert attack_success(model, x, y, 2, 2, 1.0, "cpu") == pytest.approx(25.0)
-    # a black trigger leaves the pixel at 0: the clean predictions, none of class 0 among the others
-    assert attack_success(model, x, y, 0, 2, 0.0, "cpu") == pytest.approx(0.0)
+    # target 0: ids 0, 1 and 3 are called 0, 3 of 5 (the reference's count); of the 4 images of other
+    # classes, ids 1 and 3
+    assert attack_success(model, x, y, 0, 2, 1.0, "cpu") == pytest.approx((60.0, 50.0))
+    # target 2: only id 4 is called 2: 1 of 5, and 1 of the 4 images not of class 2
+    assert attack_success(model, x, y, 2, 2, 1.0, "cpu") == pytest.approx((20.0, 25.0))
+    # a black trigger leaves the pixel at 0: the clean predictions, where only the class-0 image is called 0
+    assert attack_success(model, x, y, 0, 2, 0.0, "cpu") == pytest.approx((20.0, 0.0))
 
 
 @pytest.mark.parametrize("extra,words", [
     (["--rate", "1.5"], "--rate"),
     (["--rate", "0"], "--rate"),
-    (["--trigger_size", "8"], "--trigger_size 8 does not fit"),
+    (["--trigger_size", "7"], "--trigger_size 7 does not fit"),
     (["--class_to_replace", "10"], "--class_to_replace 10"),
     (["--class_to_replace", "-1"], "--class_to_replace -1"),
     (["--pruning_times", "0"], "--pruning_times"),
@@ -120,7 +131,8 @@ def test_trojan_then_unlearn_on_a_pruned_model(tmp_path):
                                         "--prune_type", "pt", "--unlearn", "FT", "--unlearn_epochs", "1",
                                         "--save_dir", save])
     saved = utils.read_json(os.path.join(save, "eval_result.json"))
-    for key in ("test_acc", "attack_acc", "test_acc_unlearn", "attack_acc_unlearn"):
+    for key in ("test_acc", "attack_acc", "attack_acc_nontarget", "test_acc_unlearn", "attack_acc_unlearn",
+                "attack_acc_nontarget_unlearn"):
         assert 0.0 <= saved[key] <= 100.0 and saved[key] == pytest.approx(result[key])
     assert saved["target"] == 7 and saved["num_poisoned"] == 100 and saved["trigger_value"] == 1.0
     assert saved["sparsity"] == pytest.approx(0.5, abs=1e-4)

@@ -8,16 +8,23 @@ import torch
 from sklearn.svm import SVC
 from torch import nn
 
+import dataset
 from evaluation import (
     FEATURES,
     accuracy,
     avg_gap,
+    efficacy_sets,
+    evaluate,
     features,
     forget_efficacy,
+    predict_distinct,
     predict_probs,
+    privacy_sets,
     svc_attack,
+    svc_attacks,
     training_privacy,
 )
+from utils import UserError
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
 LABELS = np.array([0, 2])
@@ -97,12 +104,12 @@ def data():
 def test_forget_efficacy_matches_hand_fit(data):
     retain, test = data["retain"], data["test"]
     clf = _hand_fit(_conf(retain)[:40], _conf(test))  # shadow members = first len(test) retain
-    for key, expected_side in (("forget_out", 100.0), ("forget_in", 0.0)):
+    for key, expected_side in (("forget_out", 1.0), ("forget_in", 0.0)):
         scores = forget_efficacy(retain, test, data[key])
-        hand = np.mean(clf.predict(_conf(data[key])) == 0) * 100.0
-        assert scores["confidence"] == pytest.approx(hand)
-        assert abs(scores["confidence"] - expected_side) <= 10.0
-        assert set(scores) == set(FEATURES)
+        hand = np.mean(clf.predict(_conf(data[key])) == 0)  # a fraction, as in the reference
+        assert scores["confidence"] == hand
+        assert abs(scores["confidence"] - expected_side) <= 0.1
+        assert list(scores) == list(FEATURES)
 
 
 def test_forget_efficacy_all_features_match_hand_fit(data):
@@ -111,17 +118,30 @@ def test_forget_efficacy_all_features_match_hand_fit(data):
     f_in, f_out, f_t = features(retain[0][:40], retain[1][:40]), features(*test), features(*forget)
     for name in FEATURES:
         clf = _hand_fit(f_in[name], f_out[name])
-        assert scores[name] == pytest.approx(np.mean(clf.predict(f_t[name]) == 0) * 100.0)
+        assert scores[name] == np.mean(clf.predict(f_t[name]) == 0)
 
 
-def test_training_privacy_matches_hand_fit(data):
-    retain, test = data["retain"], data["test"]  # n = min(80, 40) // 2 = 20
+def test_training_privacy_scores_all_of_the_rest_of_retain(data):
+    retain, test = data["retain"], data["test"]  # n = len(test) // 2 = 20
     scores = training_privacy(retain, test)
     clf = _hand_fit(_conf(retain)[:20], _conf(test)[:20])
-    frac_in = np.mean(clf.predict(_conf(retain)[20:40]) == 1)
-    frac_out = np.mean(clf.predict(_conf(test)[20:40]) == 0)
-    assert scores["confidence"] == pytest.approx((frac_in + frac_out) / 2 * 100.0)
-    assert scores["confidence"] >= 90.0
+    frac_in = np.mean(clf.predict(_conf(retain)[20:]) == 1)  # all 60 of retain[20:80]
+    frac_out = np.mean(clf.predict(_conf(test)[20:]) == 0)
+    assert scores["confidence"] == (frac_in + frac_out) / 2
+    assert scores["confidence"] >= 0.9
+    shadow_in, shadow_out, target_in, target_out = privacy_sets(retain, test)
+    assert [len(s[1]) for s in (shadow_in, shadow_out, target_in, target_out)] == [20, 20, 60, 20]
+
+
+def test_training_privacy_by_hand():
+    # One feature value per group: shadow members at confidence 0.9, shadow non-members at 0.3.
+    # The fit calls >= 0.6 a member: 3 of the 4 target members and 2 of the 2 target non-members are right.
+    def rows(confs):
+        return np.array([[c, 1 - c] for c in confs]), np.zeros(len(confs), dtype=int)
+    retain = rows([0.9, 0.9, 0.95, 0.85, 0.2, 0.9])
+    test = rows([0.3, 0.3, 0.35, 0.25])
+    scores = training_privacy(retain, test, ("confidence",))
+    assert scores == {"confidence": (3 / 4 + 2 / 2) / 2}
 
 
 def test_svc_attack_skips_missing_targets(data):
@@ -132,6 +152,76 @@ def test_svc_attack_skips_missing_targets(data):
     for name in FEATURES:
         assert both[name] == pytest.approx((only_in[name] + only_out[name]) / 2)
     assert math.isnan(svc_attack(retain, test)["confidence"])
+
+
+def _float32_outputs(rng, n, margin):
+    """Softmax of float32 logits with a large true-class margin: many confidences are exactly 1.0."""
+    y = rng.integers(0, 10, n)
+    logits = rng.normal(0, 2, (n, 10))
+    logits[np.arange(n), y] += rng.normal(margin, 6, n)
+    return torch.softmax(torch.tensor(logits, dtype=torch.float32), dim=1), torch.tensor(y)
+
+
+def test_fast_attack_predicts_exactly_what_the_plain_svc_predicts():
+    rng = np.random.default_rng(1)
+    retain, test, forget = (_float32_outputs(rng, 600, 18), _float32_outputs(rng, 200, 12),
+                            _float32_outputs(rng, 150, 12))
+    assert (features(*forget)["confidence"] == 1.0).sum() > 10  # repeated rows, predicted once
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the fits run in two threads
+    try:
+        fast = svc_attacks({"efficacy": efficacy_sets(retain, test, forget), "privacy": privacy_sets(retain, test)})
+    finally:
+        torch.set_num_threads(before)
+
+    def part(data, start, stop=None):
+        return data[0][start:stop], data[1][start:stop]
+
+    plain_sets = {"efficacy": (part(retain, 0, 200), test, [(forget, 0)]),
+                  "privacy": (part(retain, 0, 100), part(test, 0, 100), [(part(retain, 100), 1), (part(test, 100), 0)])}
+    for key, (s_in, s_out, targets) in plain_sets.items():
+        f_in, f_out = features(*s_in), features(*s_out)
+        for name in FEATURES:
+            clf = _hand_fit(f_in[name], f_out[name])
+            fracs = []
+            for t, label in targets:
+                x = features(*t)[name]
+                pred = clf.predict(x)
+                assert np.array_equal(predict_distinct(clf, x), pred)
+                fracs.append(np.mean(pred == label))
+            assert fast[key][name] == np.mean(fracs), (key, name)
+
+
+def _splits_and_model():
+    raw = dataset.load_dataset("digits")
+    splits = dataset.make_splits(raw, 1, -1, 100)
+    torch.manual_seed(0)
+    return splits, nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def test_evaluate_full_and_fast_give_the_same_numbers():
+    splits, model = _splits_and_model()
+    full = evaluate(model, splits, "cpu", rte_minutes=1.5)
+    fast = evaluate(model, splits, "cpu", rte_minutes=1.5, full=False)
+    assert set(full) == {"accuracy", "SVC_MIA_forget_efficacy", "SVC_MIA_training_privacy", "summary",
+                         "eval_seconds"}
+    assert set(fast) == {"accuracy", "SVC_MIA_forget_efficacy", "summary", "eval_seconds"}
+    assert fast["accuracy"] == full["accuracy"] and fast["summary"] == full["summary"]
+    assert fast["SVC_MIA_forget_efficacy"] == {"confidence": full["SVC_MIA_forget_efficacy"]["confidence"]}
+    for key in ("SVC_MIA_forget_efficacy", "SVC_MIA_training_privacy"):
+        assert list(full[key]) == list(FEATURES) and all(0.0 <= v <= 1.0 for v in full[key].values())
+    s = full["summary"]
+    assert s["MIA_efficacy"] == 100 * full["SVC_MIA_forget_efficacy"]["confidence"]
+    assert s["UA"] == 100 - full["accuracy"]["forget"] and s["RTE_minutes"] == 1.5
+    assert 0 < fast["eval_seconds"] and 0 < full["eval_seconds"]
+
+
+def test_evaluate_refuses_a_diverged_model():
+    splits, model = _splits_and_model()
+    with torch.no_grad():
+        model[1].bias[0] = float("nan")
+    with pytest.raises(UserError, match="NaN or infinite"):
+        evaluate(model, splits, "cpu")
 
 
 def test_accuracy():
@@ -164,3 +254,16 @@ def test_avg_gap():
     reference = {"UA": 6.0, "RA": 99.0, "TA": 88.0, "MIA_efficacy": 30.0, "RTE_minutes": 9.0}
     assert avg_gap(result, reference) == pytest.approx((4 + 4 + 2 + 10) / 4)
     assert avg_gap(result, reference, keys=("UA",)) == pytest.approx(4.0)
+
+
+def test_attack_sets_balanced_when_retain_is_smaller_than_test():
+    """The reference takes len(test) retain examples; with fewer retain examples both classes keep n rows."""
+    retain = (torch.rand(30, 4), torch.zeros(30, dtype=torch.long))
+    test = (torch.rand(100, 4), torch.zeros(100, dtype=torch.long))
+    forget = (torch.rand(5, 4), torch.zeros(5, dtype=torch.long))
+    s_in, s_out, _, target = efficacy_sets(retain, test, forget)
+    assert len(s_in[1]) == len(s_out[1]) == 30 and len(target[1]) == 5
+    s_in, s_out, t_in, t_out = privacy_sets(retain, test)
+    assert len(s_in[1]) == len(s_out[1]) == 15 and len(t_in[1]) == 15 and len(t_out[1]) == 85
+    big = (torch.rand(300, 4), torch.zeros(300, dtype=torch.long))
+    assert len(efficacy_sets(big, test, forget)[0][1]) == 100  # the reference's len(test)

@@ -37,7 +37,8 @@ def test_every_method_runs(trained, tmp_path, method, masked):
     run = save / (f"{method}_saliency_0.5" if masked else method)
     on_disk = json.loads((run / "eval_result.json").read_text())
     assert on_disk["summary"] == pytest.approx(result["summary"], nan_ok=True)
-    assert set(on_disk) == {"accuracy", "SVC_MIA_forget_efficacy", "SVC_MIA_training_privacy", "summary", "run"}
+    assert set(on_disk) == {"accuracy", "SVC_MIA_forget_efficacy", "SVC_MIA_training_privacy", "summary", "run",
+                            "eval_seconds"}
     assert on_disk["summary"]["UA"] == pytest.approx(100 - on_disk["accuracy"]["forget"])
     assert 0 <= on_disk["summary"]["MIA_efficacy"] <= 100
     assert len(json.loads((run / "forget_indices.json").read_text())) == 60

@@ -286,7 +286,7 @@ BAD_INPUT = [
                                                     "64", "--run_name", "FF"], "NaN or infinite", "--alpha"),
     # main_backdoor
     case("backdoor-trigger-too-large", "main_backdoor", ["--trigger_size", "8"], "--trigger_size 8",
-         "at most 7"),
+         "at most 6"),
     case("backdoor-trigger-0", "main_backdoor", ["--trigger_size", "0"], "--trigger_size", "outside"),
     case("backdoor-target-negative", "main_backdoor", ["--class_to_replace", "-1"], "--class_to_replace -1",
          "0..9"),
