@@ -23,10 +23,10 @@ import trainer
 import utils
 from arg_parser import build_parser
 from evaluation import accuracy, predict_probs
-from main_forget import run_name
+from main_forget import is_model_file, run_name, zeros_mask
 from main_imp import Pruning
 from unlearn import METHODS
-from unlearn.mask import check_mask, combine, density, load_mask, saliency_scores, top_ratio
+from unlearn.mask import combine, density, load_mask, saliency_scores, top_ratio
 from utils import UserError
 
 DARK_BACKGROUND = {"digits", "fashionmnist"}  # light strokes on black: a white trigger stands out
@@ -105,9 +105,16 @@ def prepare(args, device):
     if args.prune == "saliency":
         raise UserError("--prune saliency is not a way to train the trojaned model; use --mask_ratio for a "
                         "saliency mask, and --prune omp|imp for a sparse model")
-    if args.mask and args.mask_ratio:
-        raise UserError("give either --mask or --mask_ratio, not both")
-    raw = dataset.load_dataset(args.dataset, args.data, args.data_dir, args.input_size)
+    model_path, mask_file = args.model_path, args.mask_path or args.mask
+    if args.mask and is_model_file(args.mask):  # Unlearn-Sparse's --mask: the (pruned) trojaned model
+        if args.model_path:
+            raise UserError(f"--mask '{args.mask}' is a model; give it either with --mask or with --model_path")
+        model_path, mask_file = args.mask, args.mask_path
+    elif args.mask and args.mask_path:
+        raise UserError("give the mask file either with --mask or with --mask_path, not both")
+    if mask_file and args.mask_ratio:
+        raise UserError("give either a mask file or --mask_ratio, not both")
+    raw = dataset.load_dataset(args.dataset, args.data, args.data_dir, args.input_size, args.train_subset)
     if args.num_classes is not None and args.num_classes != raw.num_classes:
         raise UserError(f"--num_classes {args.num_classes} does not match {args.dataset} ({raw.num_classes})")
     if not 0 <= args.class_to_replace < raw.num_classes:
@@ -121,17 +128,16 @@ def prepare(args, device):
     value = trigger_value(args.dataset)
     splits = poison(clean, args.class_to_replace, args.trigger_size, value).to(device)
     pruning, loaded = None, None
-    if args.model_path and not args.prune:
-        model, meta = trainer.load_model(args.model_path, args, splits.raw, device)
-        prune_mask = utils.load_torch(args.model_path, "model").get("prune_mask")
-        if prune_mask is not None:
-            prune_mask = {k: v.to(device) for k, v in check_mask(prune_mask, model, args.model_path).items()}
-        loaded = (model, prune_mask)
+    if model_path and not args.prune:
+        model, meta = trainer.load_model(model_path, args, splits.raw, device)
+        if model.prune_mask is None and model_path == args.mask:
+            model.prune_mask = zeros_mask(model) or None
+        loaded = (model, model.prune_mask)
     else:
         rounds = {None: 0, "omp": 1, "imp": args.pruning_times}[args.prune]
         pruning = Pruning(args, splits, device, args.save_dir, rounds)
         meta = pruning.meta
-    mask = load_mask(args.mask, trainer.build(meta), device) if args.mask else None
+    mask = load_mask(mask_file, trainer.build(meta), device) if mask_file else None
     return splits, value, pruning, loaded, mask
 
 

@@ -358,3 +358,11 @@ def test_batches_cover_every_example_once():
     ys = torch.cat([b[1] for b in got])
     assert sorted(ys.tolist()) == list(range(10)) and ys.tolist() != list(range(10))
     assert torch.equal(torch.cat([b[0] for b in got]).flatten(), ys.float())
+
+
+def test_train_subset_keeps_the_first_images():
+    full, sub = load_dataset("digits"), load_dataset("digits", train_subset=100)
+    assert torch.equal(sub.x_train, full.x_train[:100]) and torch.equal(sub.y_train, full.y_train[:100])
+    assert torch.equal(sub.x_test, full.x_test)
+    with pytest.raises(UserError, match="larger than digits"):
+        load_dataset("digits", train_subset=5000)
