@@ -5,7 +5,8 @@ For each seed s (which selects the validation split and the forget set; the mode
 standard, method `retrain`), then run each method on the original model as it is and with a saliency mask
 computed on the forget set (main_forget.py --mask_ratio), evaluate, and print the papers' table: UA,
 MIA-Efficacy, RA, TA, Avg. Gap to retrain and RTE, mean ± std over seeds; and a second table with each
-method's Avg. Gap without and with the mask. The original model ("Original", method raw) is shown too.
+method's Avg. Gap without and with the mask and their difference paired by seed, with its 95% Student t
+interval and a verdict (SalUn vs RL is RL's line). The original model ("Original", method raw) is shown too.
 
 Presets (suite/presets.py, docs/presets.md):
   digits         scikit-learn's 8x8 digits, resnet20s, forget 10% at random, 3 seeds (default; 45 runs,
@@ -18,7 +19,8 @@ Presets (suite/presets.py, docs/presets.md):
   cifar10-class  the same, forgetting all of class 0
 
 Files in --save_dir: seed_<s>/original/ (the original model), seed_<s>/<run>/ (one folder per method run,
-with eval_result.json), logs/, results.md, results.csv, results.json, avg_gap.png, ua_vs_ta.png.
+with eval_result.json), logs/, results.md, results.csv, results.json (with every seed's values),
+avg_gap.png, mask_difference.png, ua_vs_ta.png.
 A second invocation reuses every finished run and does only what is missing.
 
   python benchmark.py                                   # digits, the full table
@@ -120,6 +122,9 @@ def report(save_dir, meta, records, failures, published, plots=True):
     print("\n" + tables.main_table(rows))
     if masking:
         print("\nAvg. Gap without and with the saliency mask\n\n" + tables.mask_table(masking))
+        print(f"({tables.INTERVAL})")
+        if tables.salun_vs_rl(masking):
+            print("\n" + tables.salun_vs_rl(masking))
     print("\nwrote " + ", ".join(written))
     return rows, masking
 

@@ -1,5 +1,5 @@
-"""The benchmark's numbers: per-run records -> rows (mean ± std over seeds, Avg. Gap to that seed's retrain),
-the masking table, and the files (results.md, results.csv, results.json, PNG plots).
+"""The benchmark's numbers: per-run records -> per-seed values (Avg. Gap to that seed's retrain), rows (mean ± std
+over seeds), the paired mask comparison (t intervals), and the files (results.md, .csv, .json, PNG plots).
 
 A record is {"method", "masked", "seed", "summary": eval_result's summary, ...}; a failure is
 {"method", "masked", "seed", "error"}. Standard deviations are sample standard deviations (n - 1),
@@ -15,11 +15,17 @@ from suite.presets import NAMES, PUBLISHED, PUBLISHED_TITLE, REFERENCE, label, o
 
 METRICS = (("UA", "UA"), ("MIA_efficacy", "MIA-Efficacy"), ("RA", "RA"), ("TA", "TA"))
 COLUMNS = METRICS + (("avg_gap", "Avg. Gap"), ("RTE_minutes", "RTE (min)"))
+CONFIDENCE = 0.95
+INTERVAL = "95% Student t interval of the mean paired difference, n - 1 degrees of freedom"
+
+
+def _finite(values):
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
 def mean_std(values):
     """(mean, sample std) of the finite values; (None, None) when there are none; std 0 for one value."""
-    values = [float(v) for v in values if v is not None and math.isfinite(v)]
+    values = _finite(values)
     if not values:
         return None, None
     mean = sum(values) / len(values)
@@ -28,50 +34,91 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def t_interval(values, confidence=CONFIDENCE):
+    """Mean of the finite `values` with its Student t interval: mean ± t_{(1 + confidence) / 2, n - 1} x std / sqrt(n).
+
+    Returns {"n", "mean", "std", "half_width", "low", "high"}; the last three are None below two values.
+    """
+    from scipy.stats import t
+
+    values = _finite(values)
+    n, (mean, std) = len(values), mean_std(values)
+    if n < 2:
+        return {"n": n, "mean": mean, "std": std, "half_width": None, "low": None, "high": None}
+    half = float(t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "half_width": half, "low": mean - half, "high": mean + half}
+
+
+def verdict(interval):
+    """What the interval of (mask - no mask) says: the mask reduces / increases the gap only when it excludes 0."""
+    if interval["low"] is None:
+        return "n/a"
+    if interval["high"] < 0:
+        return "mask reduces the gap"
+    if interval["low"] > 0:
+        return "mask increases the gap"
+    return "no detectable difference"
+
+
 def _stat(values):
     mean, std = mean_std(values)
     return {"mean": mean, "std": std, "values": values}
 
 
+def per_seed(records):
+    """One entry per finished run, in the table's order then by seed: method, masked, seed, UA, MIA_efficacy, RA,
+    TA, avg_gap (to that seed's retrain; None without one) and RTE_minutes."""
+    refs = {r["seed"]: r["summary"] for r in records if r["method"] == REFERENCE and not r["masked"]}
+    out = []
+    for r in sorted(records, key=lambda r: (order_key(r["method"], r["masked"]), r["seed"])):
+        s = r["summary"]
+        out.append({"method": r["method"], "masked": bool(r["masked"]), "seed": r["seed"],
+                    **{key: s.get(key) for key, _ in METRICS},
+                    "avg_gap": avg_gap(s, refs[r["seed"]]) if r["seed"] in refs else None,
+                    "RTE_minutes": s.get("RTE_minutes")})
+    return out
+
+
 def aggregate(records, failures=(), published=False):
     """One row per (method, masked), in the papers' order; Avg. Gap per seed against that seed's retrain."""
-    refs = {r["seed"]: r["summary"] for r in records if r["method"] == REFERENCE and not r["masked"]}
     groups = {}
-    for r in records:
-        groups.setdefault((r["method"], bool(r["masked"])), []).append(r)
+    for entry in per_seed(records):
+        groups.setdefault((entry["method"], entry["masked"]), []).append(entry)
     failed = {}
     for f in failures:
         failed.setdefault((f["method"], bool(f["masked"])), []).append(f["seed"])
     rows = []
     for method, masked in sorted(set(groups) | set(failed), key=lambda k: order_key(*k)):
-        runs = sorted(groups.get((method, masked), []), key=lambda r: r["seed"])
+        runs = groups.get((method, masked), [])
         row = {"label": label(method, masked), "method": method, "masked": masked,
-               "seeds": [r["seed"] for r in runs], "failed_seeds": sorted(failed.get((method, masked), []))}
+               "seeds": [e["seed"] for e in runs], "failed_seeds": sorted(failed.get((method, masked), []))}
         for key, _ in METRICS + (("RTE_minutes", ""),):
-            row[key] = _stat([r["summary"].get(key) for r in runs])
-        with_ref = [r for r in runs if r["seed"] in refs]
-        row["avg_gap"] = _stat([avg_gap(r["summary"], refs[r["seed"]]) for r in with_ref])
-        row["avg_gap"]["seeds"] = [r["seed"] for r in with_ref]
+            row[key] = _stat([e[key] for e in runs])
+        with_ref = [e for e in runs if e["avg_gap"] is not None]
+        row["avg_gap"] = {**_stat([e["avg_gap"] for e in with_ref]), "seeds": [e["seed"] for e in with_ref]}
         row["published"] = list(PUBLISHED[(method, masked)]) if published and (method, masked) in PUBLISHED else None
         rows.append(row)
     return rows
 
 
 def masking_table(rows):
-    """Each method run both ways: Avg. Gap without and with the mask, and the per-seed change (with - without)."""
+    """Each method run both ways: Avg. Gap without and with the mask, and the paired difference (with - without,
+    per seed) with its t interval and verdict. The RL entry compares SalUn (RL + mask) with RL."""
     by_key = {(r["method"], r["masked"]): r for r in rows}
     out = []
     for row in rows:
         if row["masked"] or (row["method"], True) not in by_key:
             continue
         plain, masked = row["avg_gap"], by_key[(row["method"], True)]["avg_gap"]
-        with_seed = dict(zip(masked["seeds"], masked["values"]))
-        changes = [with_seed[s] - v for s, v in zip(plain["seeds"], plain["values"]) if s in with_seed]
-        change = _stat(changes)
+        without, with_mask = (dict(zip(g["seeds"], g["values"])) for g in (plain, masked))
+        seeds = [s for s in plain["seeds"] if s in with_mask]
+        diffs = [with_mask[s] - without[s] for s in seeds]
+        difference = {"seeds": seeds, "values": diffs, **t_interval(diffs)}
         out.append({"method": row["method"], "label": NAMES.get(row["method"], row["method"]),
-                    "without_mask": {k: plain[k] for k in ("mean", "std")},
-                    "with_mask": {k: masked[k] for k in ("mean", "std")}, "change": change,
-                    "mask_reduces_gap": None if change["mean"] is None else change["mean"] < 0})
+                    "comparison": f"{label(row['method'], True)} - {row['label']}",
+                    "without_mask": {"mean": plain["mean"], "std": plain["std"], "n": len(plain["seeds"])},
+                    "with_mask": {"mean": masked["mean"], "std": masked["std"], "n": len(masked["seeds"])},
+                    "difference": difference, "interval": INTERVAL, "verdict": verdict(difference)})
     return out
 
 
@@ -110,18 +157,40 @@ def main_table(rows):
     return _md_table(header, lines)
 
 
+def _interval_cell(stat):
+    return "—" if stat["low"] is None else f"[{stat['low']:.2f}, {stat['high']:.2f}]"
+
+
 def mask_table(masking):
-    header = ["Method", "Avg. Gap (no mask)", "Avg. Gap (+ mask)", "Change (mask - no mask)", "Mask reduces the gap"]
-    lines = [[m["label"], fmt(m["without_mask"]), fmt(m["with_mask"]), fmt(m["change"]),
-              {True: "yes", False: "no", None: "—"}[m["mask_reduces_gap"]]] for m in masking]
+    header = ["Method", "Avg. Gap (no mask)", "Avg. Gap (+ mask)", "Paired seeds", "Difference (mask - no mask)",
+              "95% CI (Student t)", "Verdict"]
+    lines = [[m["label"], fmt(m["without_mask"]), fmt(m["with_mask"]), str(m["difference"]["n"]),
+              fmt(m["difference"]), _interval_cell(m["difference"]), m["verdict"]] for m in masking]
     return _md_table(header, lines)
+
+
+def salun_vs_rl(masking):
+    """The explicit SalUn line (RL's entry of the masking table); None when RL was not run both ways."""
+    rl = next((m for m in masking if m["method"] == "RL"), None)
+    if rl is None:
+        return None
+    d = rl["difference"]
+    mean = "—" if d["mean"] is None else f"{d['mean']:+.2f}"
+    return (f"SalUn vs RL: Avg. Gap of SalUn (RL + mask) minus RL's, paired over {d['n']} seeds: mean {mean}, "
+            f"95% CI {_interval_cell(d)}: {rl['verdict']}.")
 
 
 NOTES = """UA = 100 - accuracy on the forget set; MIA-Efficacy = percent of forget examples an SVC membership
 attack (confidence feature) calls non-members; RA / TA = accuracy on the retained training data / test set;
 RTE = minutes of the unlearning step alone. Avg. Gap = mean |method - retrain| over UA, MIA-Efficacy, RA and
 TA, computed per seed against that seed's retrained model, then averaged. Every number is mean ± sample
-standard deviation over seeds."""
+standard deviation over seeds; Seeds counts the finished runs."""
+
+MASK_NOTES = """Difference: per seed, Avg. Gap with the mask minus without (paired by seed), mean ± sample std over
+the paired seeds. 95% CI: Student t interval of the mean difference with n - 1 degrees of freedom,
+mean ± t(0.975, n - 1) x std / sqrt(n) (t = 12.71, 4.30, 3.18 for 2, 3, 4 seeds). Verdict: "mask reduces the
+gap" when the whole interval is below 0, "mask increases the gap" when it is above 0, "no detectable
+difference" when it contains 0, "n/a" with fewer than two paired seeds."""
 
 
 def write_outputs(save_dir, meta, rows, masking, records, failures, plots=True):
@@ -132,8 +201,8 @@ def write_outputs(save_dir, meta, rows, masking, records, failures, plots=True):
     with open(paths["results.md"], "w") as f:
         f.write(text)
     write_csv(paths["results.csv"], rows)
-    utils.write_json({"meta": meta, "rows": rows, "masking": masking, "runs": records, "failed": failures},
-                     paths["results.json"])
+    utils.write_json({"meta": meta, "rows": rows, "masking": masking, "per_seed": per_seed(records), "runs": records,
+                      "failed": failures}, paths["results.json"])
     written = list(paths.values())
     if plots:
         written += make_plots(save_dir, rows, masking, meta.get("title", ""))
@@ -146,6 +215,9 @@ def render_markdown(meta, rows, masking, failures):
     parts += ["", main_table(rows), "", NOTES, ""]
     if masking:
         parts += ["## Avg. Gap without and with the saliency mask", "", mask_table(masking), ""]
+        if salun_vs_rl(masking):
+            parts += [salun_vs_rl(masking), ""]
+        parts += [MASK_NOTES, ""]
     if failures:
         parts += ["## Failed runs", ""]
         parts += [f"- seed {f['seed']}, {label(f['method'], f['masked'])}: {f['error']}" for f in failures]
@@ -169,47 +241,77 @@ def write_csv(path, rows):
             w.writerow(line)
 
 
+def _spread(k, width=0.12):
+    """x offsets for k points side by side, so that equal values stay visible."""
+    return [width * (j - (k - 1) / 2) / max(k - 1, 1) for j in range(k)]
+
+
 def make_plots(save_dir, rows, masking, title):
-    """avg_gap.png (Avg. Gap per method, without / with mask) and ua_vs_ta.png (UA against TA, every row)."""
+    """avg_gap.png (every seed's Avg. Gap per method without and with the mask, a seed's pair joined),
+    mask_difference.png (every seed's difference mask - no mask, the mean and its 95% t interval) and
+    ua_vs_ta.png (UA against TA: every seed, and mean ± std per row)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = []
-    bars = [r for r in rows if r["method"] != REFERENCE and not r["masked"] and r["avg_gap"]["mean"] is not None]
-    if bars:
-        masked = {m["method"]: m["with_mask"] for m in masking}
-        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(bars)), 3.6))
-        xs = range(len(bars))
-        ax.bar([x - 0.2 for x in xs], [r["avg_gap"]["mean"] for r in bars], 0.4,
-               yerr=[r["avg_gap"]["std"] for r in bars], capsize=3, label="no mask")
-        with_mask = [masked.get(r["method"], {"mean": None}) for r in bars]
-        ax.bar([x + 0.2 for x, m in zip(xs, with_mask) if m["mean"] is not None],
-               [m["mean"] for m in with_mask if m["mean"] is not None], 0.4,
-               yerr=[m["std"] for m in with_mask if m["mean"] is not None], capsize=3, label="+ saliency mask")
-        ax.set_xticks(list(xs), [NAMES.get(r["method"], r["method"]) for r in bars])
-        ax.set_ylabel("Avg. Gap to retrain (lower is better)")
-        ax.set_title(title, fontsize=9)
-        ax.legend()
+
+    def save(fig, name):
         fig.tight_layout()
-        out.append(os.path.join(save_dir, "avg_gap.png"))
+        out.append(os.path.join(save_dir, name))
         fig.savefig(out[-1], dpi=120)
         plt.close(fig)
+
+    by_key = {(r["method"], r["masked"]): r["avg_gap"] for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != REFERENCE and r["avg_gap"]["values"]))
+    if methods:
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(methods)), 3.8))
+        legend = {False: "no mask", True: "+ saliency mask"}
+        for x, method in enumerate(methods):
+            placed = {}
+            for masked, side, color in ((False, -0.2, "C0"), (True, 0.2, "C1")):
+                gap = by_key.get((method, masked))
+                if not gap or not gap["values"]:
+                    continue
+                xs = [x + side + d for d in _spread(len(gap["values"]))]
+                placed[masked] = dict(zip(gap["seeds"], zip(xs, gap["values"])))
+                ax.scatter(xs, gap["values"], color=color, s=18, zorder=3, label=legend.pop(masked, None))
+                ax.hlines(gap["mean"], x + side - 0.12, x + side + 0.12, color=color, lw=2)
+            for seed in set(placed.get(False, {})) & set(placed.get(True, {})):
+                (x0, y0), (x1, y1) = placed[False][seed], placed[True][seed]
+                ax.plot([x0, x1], [y0, y1], color="0.6", lw=0.7, zorder=1)
+        ax.set_xticks(range(len(methods)), [NAMES.get(m, m) for m in methods])
+        ax.set_ylabel("Avg. Gap to retrain (lower is better)")
+        ax.set_title(title + " (dots: seeds, grey lines join a seed's pair, dashes: means)", fontsize=9)
+        ax.legend(fontsize=8)
+        save(fig, "avg_gap.png")
+    if masking:
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(masking)), 3.8))
+        for x, m in enumerate(masking):
+            d = m["difference"]
+            ax.scatter([x - 0.1 + o for o in _spread(len(d["values"]))], d["values"], color="C0", s=18, zorder=3)
+            if d["low"] is not None:
+                ax.errorbar(x + 0.15, d["mean"], yerr=d["half_width"], fmt="D", color="k", markersize=5, capsize=4)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xticks(range(len(masking)), ["SalUn vs RL" if m["method"] == "RL" else m["label"] for m in masking])
+        ax.set_ylabel("Avg. Gap: mask - no mask (below 0: mask helps)")
+        ax.set_title(title + " (dots: seeds; diamond and bar: mean, 95% Student t interval)", fontsize=9)
+        save(fig, "mask_difference.png")
     points = [r for r in rows if r["UA"]["mean"] is not None and r["TA"]["mean"] is not None]
     if points:
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         colors = plt.get_cmap("tab20").colors
         for i, r in enumerate(points):
             marker = "*" if r["method"] == REFERENCE else ("^" if r["masked"] else "o")
+            color = colors[i % len(colors)]
+            seeds = [(u, t) for u, t in zip(r["UA"]["values"], r["TA"]["values"]) if u is not None and t is not None]
+            ax.scatter(*zip(*seeds), marker=marker, color=color, s=14, alpha=0.4)
             ax.errorbar(r["UA"]["mean"], r["TA"]["mean"], xerr=r["UA"]["std"], yerr=r["TA"]["std"], fmt=marker,
-                        color=colors[i % len(colors)], markersize=12 if marker == "*" else 6, capsize=2,
+                        color=color, markersize=12 if marker == "*" else 6, capsize=2,
                         elinewidth=0.8, label=r["label"])
         ax.set_xlabel("UA (%): 100 - forget accuracy")
         ax.set_ylabel("TA (%): test accuracy")
-        ax.set_title(title + " (mean ± std over seeds)", fontsize=9)
+        ax.set_title(title + " (small: each seed; large: mean ± std over seeds)", fontsize=9)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        fig.tight_layout()
-        out.append(os.path.join(save_dir, "ua_vs_ta.png"))
-        fig.savefig(out[-1], dpi=120)
-        plt.close(fig)
+        save(fig, "ua_vs_ta.png")
     return out

@@ -74,25 +74,35 @@ def test_collect_matches_hand_computed(tmp_path):
     assert by["GA"]["avg_gap"]["mean"] == pytest.approx(4.75) and by["GA"]["avg_gap"]["std"] == 0.0
     assert by["GA"]["seeds"] == [1] and by["GA"]["failed_seeds"] == [2]
     assert all(r["published"] is None for r in rows)  # digits: no published figures
-    # masking table: per-seed change (0.5 - 3.5, 1.0 - 3.75) = (-3, -2.75)
-    assert len(masking) == 1 and masking[0]["method"] == "FT"
+    # masking table: per-seed difference (0.5 - 3.5, 1.0 - 3.75) = (-3, -2.75); t(0.975, 1) = 12.706,
+    # half width 12.706 x 0.1768 / sqrt(2) = 1.588: interval [-4.46, -1.29], below 0
+    assert len(masking) == 1 and masking[0]["method"] == "FT" and masking[0]["comparison"] == "FT + mask - FT"
     assert masking[0]["without_mask"]["mean"] == pytest.approx(3.625)
     assert masking[0]["with_mask"]["mean"] == pytest.approx(0.75)
-    assert masking[0]["change"]["mean"] == pytest.approx(-2.875)
-    assert masking[0]["change"]["std"] == pytest.approx(0.25 / math.sqrt(2))
-    assert masking[0]["mask_reduces_gap"] is True
+    difference = masking[0]["difference"]
+    assert difference["seeds"] == [1, 2] and difference["values"] == pytest.approx([-3.0, -2.75])
+    assert difference["mean"] == pytest.approx(-2.875) and difference["std"] == pytest.approx(0.25 / math.sqrt(2))
+    assert difference["low"] == pytest.approx(-4.4633, abs=1e-3)
+    assert difference["high"] == pytest.approx(-1.2867, abs=1e-3)
+    assert masking[0]["verdict"] == "mask reduces the gap"
     # files
     md = (out / "results.md").read_text()
     assert "| FT + mask | 5.00 ± 1.41 | 10.50 ± 2.12 | 99.00 ± 1.41 | 90.50 ± 0.71 | 0.75 ± 0.35 |" in md
     assert "| GA |" in md and "1 (1 failed)" in md and "loss became nan" in md
-    assert "| FT | 3.62 ± 0.18 | 0.75 ± 0.35 | -2.88 ± 0.18 | yes |" in md
+    assert "| FT | 3.62 ± 0.18 | 0.75 ± 0.35 | 2 | -2.88 ± 0.18 | [-4.46, -1.29] | mask reduces the gap |" in md
+    assert "Student t interval of the mean difference with n - 1 degrees of freedom" in md
+    assert "SalUn vs RL" not in md  # RL was not run
     with open(out / "results.csv") as f:
         lines = list(csv.DictReader(f))
     assert [ln["label"] for ln in lines] == ["Retrain", "FT", "FT + mask", "GA"]
     assert float(lines[1]["avg_gap_mean"]) == pytest.approx(3.625)
     saved = json.loads((out / "results.json").read_text())
-    assert saved["masking"][0]["change"]["mean"] == pytest.approx(-2.875) and len(saved["runs"]) == 7
-    assert (out / "avg_gap.png").stat().st_size > 0 and (out / "ua_vs_ta.png").stat().st_size > 0
+    assert saved["masking"][0]["difference"]["high"] == pytest.approx(-1.2867, abs=1e-3) and len(saved["runs"]) == 7
+    assert "Student t" in saved["masking"][0]["interval"] and len(saved["per_seed"]) == 7
+    assert {"method": "FT", "masked": True, "seed": 2, "UA": 6.0, "MIA_efficacy": 12.0, "RA": 98.0, "TA": 91.0,
+            "avg_gap": 1.0, "RTE_minutes": 0.2} in saved["per_seed"]
+    for name in ("avg_gap.png", "mask_difference.png", "ua_vs_ta.png"):
+        assert (out / name).stat().st_size > 0
 
 
 def test_collect_published_figures_for_cifar10(tmp_path):
@@ -232,7 +242,9 @@ def test_tiny_benchmark_end_to_end(tiny):
     assert "loss became nan" in json.loads((save / "seed_1" / "GA" / "failed.json").read_text())["error"]
     md = (save / "results.md").read_text()
     assert "| GA | failed |" in md and "FT + mask" in md
-    assert {"results.md", "results.csv", "results.json", "avg_gap.png", "ua_vs_ta.png"} <= set(os.listdir(save))
+    assert [m["verdict"] for m in out["masking"]] == ["n/a", "n/a"]  # one seed (FT), none (GA): no interval
+    assert {"results.md", "results.csv", "results.json", "avg_gap.png", "mask_difference.png", "ua_vs_ta.png"} <= \
+        set(os.listdir(save))
     assert os.path.isfile(save / "logs" / "seed_1_FT.log")
 
 
@@ -263,20 +275,55 @@ def test_tiny_benchmark_refuses_other_settings(tiny, capsys):
     assert "--unlearn_epochs 1, this benchmark asks for 2" in capsys.readouterr().err
 
 
-def test_search_choice():
-    lines = [
-        {"method": "GA", "unlearn_lr": 0.01, "score": 3.0, "qualifies": False, "keeps_val": True},
-        {"method": "GA", "unlearn_lr": 0.1, "score": 2.0, "qualifies": True, "keeps_val": True},
-        {"method": "GA", "unlearn_lr": 0.2, "score": 1.0, "qualifies": False, "keeps_val": False},
-        {"method": "GA", "unlearn_lr": 0.3, "score": 2.0, "qualifies": True, "keeps_val": True},
-        {"method": "fisher_new", "alpha": 1.0, "score": 3.5, "qualifies": False, "keeps_val": True},
-        {"method": "fisher_new", "alpha": 2.0, "score": 3.5, "qualifies": False, "keeps_val": True},
-        {"method": "fisher_new", "alpha": 3.0, "score": 1.0, "qualifies": False, "keeps_val": False},
-        {"method": "wfisher", "alpha": 1.0, "failed": True},
-    ]
-    chosen = search.choose(lines)
-    assert chosen["GA"]["unlearn_lr"] == 0.1  # the lowest score among the qualifying values, the first on a tie
-    assert chosen["fisher_new"]["alpha"] == 1.0  # none acts: the lowest score among those keeping val accuracy
+def _line(method, acts=True, keeps_val=True, score=1.0, failed=False, **point):
+    if failed:
+        return {"method": method, **point, "failed": True}
+    return {"method": method, **point, "acts": acts, "keeps_val": keeps_val, "score": score}
+
+
+def _choose(lines, grids):
+    return search.choose(search.with_neighbours(lines, grids))
+
+
+def test_search_keeps_val_on_every_seed():
+    def record(val, ua=2.0):
+        return {"summary": {"UA": ua, "RA": 99.0, "MIA_efficacy": 5.0}, "accuracy": {"val": val}}
+    bases = [(record(98.0, 0.0), record(97.0)), (record(98.0, 0.0), record(97.0))]
+    line = search.summarize([record(98.0), record(90.0)], bases)  # mean val 94: within 5 points, seed 99 is not
+    assert line["acts"] and not line["keeps_val"] and line["min_val_change"] == -8.0
+    assert search.summarize([record(98.0), record(93.5)], bases)["keeps_val"]
+    assert search.summarize([None, record(98.0)], bases) == {"failed": True}
+
+
+def test_search_avoids_collapse_and_its_edge():
+    grids = {"GA": {"unlearn_lr": [0.01, 0.03, 0.1, 0.2, 0.3]}}
+    lines = [_line("GA", acts=False, score=3.0, unlearn_lr=0.01), _line("GA", score=2.0, unlearn_lr=0.03),
+             _line("GA", score=1.5, unlearn_lr=0.1),  # lower score, but its neighbour 0.2 collapses
+             _line("GA", keeps_val=False, score=1.0, unlearn_lr=0.2),  # the best score collapses on one seed
+             _line("GA", failed=True, unlearn_lr=0.3)]
+    marked = search.with_neighbours(lines, grids)
+    assert [ln["neighbours_keep_val"] for ln in marked] == [True, True, False, False, False]
+    assert _choose(lines, grids)["GA"]["unlearn_lr"] == 0.03
+    lines[1]["acts"] = False  # every acting value at the edge: acting comes first, the edge one is chosen
+    assert _choose(lines, grids)["GA"]["unlearn_lr"] == 0.1
+
+
+def test_search_neighbours_on_a_two_dimensional_grid():
+    grids = {"FT": {"unlearn_lr": [0.1, 0.3, 0.5], "unlearn_epochs": [5, 10]}}
+    scores = {(0.1, 5): 3.0, (0.3, 5): 2.0, (0.5, 5): 1.0, (0.1, 10): 2.5, (0.3, 10): 1.5}
+    lines = [_line("FT", score=scores[(lr, ep)], unlearn_lr=lr, unlearn_epochs=ep) for lr, ep in scores]
+    lines.append(_line("FT", failed=True, unlearn_lr=0.5, unlearn_epochs=10))  # a diverged run is a collapse
+    # (0.5, 5) and (0.3, 10) have the failed point as a neighbour; (0.3, 5) has (0.1, 5), (0.5, 5), (0.3, 10)
+    assert _choose(lines, grids)["FT"]["unlearn_lr"] == 0.3 and _choose(lines, grids)["FT"]["unlearn_epochs"] == 5
+
+
+def test_search_when_nothing_acts_or_everything_fails():
+    grids = {"fisher_new": {"alpha": [1.0, 2.0, 3.0]}, "wfisher": {"alpha": [1.0]}}
+    lines = [_line("fisher_new", acts=False, score=3.5, alpha=a) for a in (1.0, 2.0)]
+    lines += [_line("fisher_new", acts=False, keeps_val=False, score=1.0, alpha=3.0),
+              _line("wfisher", failed=True, alpha=1.0)]
+    chosen = _choose(lines, grids)
+    assert chosen["fisher_new"]["alpha"] == 1.0  # none acts: among those keeping val, 2.0 is next to a collapse
     assert "wfisher" not in chosen
 
 
