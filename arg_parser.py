@@ -141,6 +141,22 @@ def _unlearn(p):
                    help="RL's batches: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
                         "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
                         "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
+    p.add_argument("--neggrad_beta", type=_number(float, 0.0, 1.0), default=0.9999,
+                   help="NegGrad_plus: loss = beta * CE(retain) - (1 - beta) * CE(forget)")
+    p.add_argument("--scrub_max_epochs", type=nonneg_int, default=2,
+                   help="SCRUB: the first epochs that begin with max-steps on the forget set")
+    p.add_argument("--scrub_alpha", type=nonneg_float, default=0.001,
+                   help="SCRUB: weight of KL(teacher || student) in the retain (min) steps")
+    p.add_argument("--scrub_gamma", type=nonneg_float, default=0.99,
+                   help="SCRUB: weight of the cross-entropy in the retain (min) steps")
+    p.add_argument("--scrub_kd_T", type=pos_float, default=4.0, help="SCRUB: distillation temperature")
+    p.add_argument("--last_k", type=pos_int, default=1,
+                   help="CF_k, EU_k: how many of the last Conv2d/Linear layers (with the BatchNorms after the "
+                        "first of them) are trained")
+    p.add_argument("--ssd_alpha", type=pos_float, default=10.0,
+                   help="SSD: dampen weights whose forget-set importance exceeds alpha x the training set's")
+    p.add_argument("--ssd_lambda", type=nonneg_float, default=1.0,
+                   help="SSD: a chosen weight is multiplied by min(lambda x I_train / I_forget, 1)")
     p.add_argument("--fast_eval", action="store_true",
                    help="evaluate only what the benchmark's tables show (accuracies and MIA-Efficacy's confidence "
                         "attack); by default the reference's full evaluation")

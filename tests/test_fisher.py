@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import trainer
 from tests.test_persample import tiny_model
-from unlearn import METHODS
+from unlearn import METHODS, persample
 
 
 def reference_fisher(model, x, y, alpha):
@@ -76,18 +77,30 @@ def max_diff(a, b):
     return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
 
 
+def resnet20s():
+    """Convolutions with many positions, whose batch sums take the grouped-convolution kernel."""
+    meta = {"arch": "resnet20s", "dataset": "digits", "num_classes": 10, "in_channels": 1, "image_size": 8,
+            "mean": [0.5], "std": [0.25], "imagenet_arch": False}
+    model = trainer.init_model(meta, 0, torch.device("cpu"))
+    model.train()(torch.rand(32, 1, 8, 8))
+    return model
+
+
+@pytest.mark.parametrize("make", [tiny_model, resnet20s])
 @pytest.mark.parametrize("chunk", [0, 40])
-def test_fisher_new_matches_reference(data, chunk):
+def test_fisher_new_matches_reference(data, chunk, make):
     x, y = data
+    assert any(isinstance(m, torch.nn.Conv2d) and m.in_channels * 64 >= persample.GROUPED_CONV
+               for m in resnet20s().modules())
     for forget_class in (-1, 3):
-        model = tiny_model()
+        model = make()
         ref = copy.deepcopy(model)
         torch.manual_seed(7)
         reference_fisher_new(ref, x, 1e-6, forget_class)
         torch.manual_seed(7)
         METHODS["fisher_new"](model, splits_of(x, y, forget_class), args_of(1e-6, chunk), None, None)
         assert max_diff(model, ref) < 1e-6
-        assert max_diff(model, tiny_model()) > 1e-3  # the noise is not negligible
+        assert max_diff(model, make()) > 1e-3  # the noise is not negligible
 
 
 def test_fisher_matches_reference(data):

@@ -27,6 +27,7 @@ RECORD_FLOATS = 2**28  # layer inputs and output gradients held per batched pass
 BLOCK_FLOATS = 2**25  # per-example gradients expanded at once for the Gram matrix (128 MiB)
 KEEP_FLOATS = 2**28  # a layer's whole per-example gradient matrix is kept while the Gram matrix is built (1 GiB)
 CACHE_FLOATS = 2**21  # per-example terms formed at once for sum_i g_i^2 (8 MiB: cache-sized blocks run fastest)
+GROUPED_CONV = 1024  # from this many output positions x input channels, batch sums use a grouped-conv kernel
 PAIR_POSITIONS = 4  # up to this many output positions, sum_i g_i^2 is taken through position pairs
 GHOST_ROWS = 2048  # example-positions per side of a Gram block
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -176,9 +177,18 @@ def _group_sums(m, a, d, group):
     G = len(a) // group
     if isinstance(m, BATCHNORM):
         return {k: v.view(G, group, *v.shape[1:]).sum(1) for k, v in grads(m, a, d).items()}
-    D, U = _cols(m, d), _rows(m, a)
-    out = {"weight": torch.bmm(D.reshape(G, -1, D.shape[2]).transpose(1, 2), U.reshape(G, -1, U.shape[2]))
-           .view(G, *m.weight.shape)}
+    D = _cols(m, d)
+    if isinstance(m, nn.Conv2d) and D.shape[1] * m.in_channels >= GROUPED_CONV:
+        # the batches as a grouped convolution's channel groups: one weight-gradient kernel, no unfolding
+        def side(t):
+            return t.view(G, group, *t.shape[1:]).transpose(0, 1).reshape(group, -1, *t.shape[2:])
+        cout, cin = m.weight.shape[:2]
+        weight = torch.nn.grad.conv2d_weight(side(a), (G * cout, cin, *m.weight.shape[2:]), side(d), m.stride,
+                                             m.padding, m.dilation, groups=G)
+    else:
+        U = _rows(m, a)
+        weight = torch.bmm(D.reshape(G, -1, D.shape[2]).transpose(1, 2), U.reshape(G, -1, U.shape[2]))
+    out = {"weight": weight.view(G, *m.weight.shape)}
     if m.bias is not None:
         out["bias"] = D.sum(1).view(G, group, -1).sum(1)
     return out
@@ -207,13 +217,12 @@ def group_sq_grads(model, x, group, chunk=0):
                 if m not in outs:
                     continue
                 a, d = p.inputs[m], outs[m]
-                blk = max(1, BLOCK_FLOATS // max(1, _rows(m, a[:1]).numel() * group)) * group
+                blk = max(1, BLOCK_FLOATS // max(1, (a[0].numel() + d[0].numel()) * group)) * group
                 for b in range(0, n, blk):
                     g0 = b // group
                     for name, g in _group_sums(m, a[b:b + blk], d[b:b + blk], group).items():
-                        k = len(g)
-                        scaled = g / sizes[g0:g0 + k].view(-1, *[1] * (g.dim() - 1))
-                        total[prefix + name] += torch.tensordot(w[g0:g0 + k], scaled.square(), 1)
+                        coef = w[g0:g0 + len(g)] / sizes[g0:g0 + len(g)] ** 2  # (batch sum / size)^2 x weight
+                        total[prefix + name] += torch.tensordot(coef, g.square_(), 1)
     batches = (len(x) + group - 1) // group
     return {k: v / batches for k, v in total.items()}
 

@@ -1,0 +1,287 @@
+"""NegGrad+, SCRUB, CF-k, EU-k and SSD: their definitions, and the mask contract for each of them."""
+import copy
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dataset
+import pruner
+import trainer
+from unlearn import METHODS, loop
+from unlearn.baselines import distill_kl, last_layers
+from unlearn.mask import combine
+from utils import UserError
+
+CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    raw = dataset.load_dataset("digits")
+    splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=40)
+    meta = trainer.model_meta(types.SimpleNamespace(arch="resnet20s", dataset="digits", imagenet_arch=False), raw)
+    return splits, meta
+
+
+def method_args(**kw):
+    base = dict(unlearn_lr=0.05, unlearn_epochs=1, momentum=0.9, weight_decay=5e-4, decreasing_lr=[], warmup=0,
+                batch_size=48, no_aug=False, resume=False, train_seed=1, amp=False, grad_chunk=0,
+                neggrad_beta=0.9999, scrub_max_epochs=2, scrub_alpha=0.001, scrub_gamma=0.99, scrub_kd_T=4.0,
+                last_k=1, ssd_alpha=10.0, ssd_lambda=1.0)
+    base.update(kw)
+    return types.SimpleNamespace(**base)
+
+
+def random_mask(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()}
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def capture_run(monkeypatch):
+    """Replace the shared loop: record the batches and loss a method gives it."""
+    seen = {}
+    monkeypatch.setattr(loop, "run", lambda model, args, mask, make, steps, loss_fn, **kw: seen.update(
+        make=make, steps=steps, loss_fn=loss_fn))
+    return seen
+
+
+def test_neggrad_plus_with_beta_one_is_ft(setup):
+    """beta = 1: the forget term weighs 0, so the same seed and batches give FT's weights bit for bit."""
+    splits, meta = setup
+    args = method_args(neggrad_beta=1.0, no_aug=True)
+    out = {}
+    for name in ("FT", "NegGrad_plus"):
+        torch.manual_seed(5)
+        out[name] = weights(METHODS[name](trainer.init_model(meta, 0, "cpu"), splits, args, CPU, None))
+    before = weights(trainer.init_model(meta, 0, "cpu"))
+    assert all(torch.equal(out["FT"][n], out["NegGrad_plus"][n]) for n in before)
+    assert not torch.equal(out["FT"]["linear.weight"], before["linear.weight"])
+    torch.manual_seed(5)
+    other = METHODS["NegGrad_plus"](trainer.init_model(meta, 0, "cpu"), splits, method_args(neggrad_beta=0.5,
+                                    no_aug=True), CPU, None)
+    assert not torch.equal(weights(other)["linear.weight"], out["FT"]["linear.weight"])
+
+
+def test_neggrad_plus_pairs_each_retain_batch_with_a_forget_batch(setup, monkeypatch):
+    splits, meta = setup
+    seen = capture_run(monkeypatch)
+    METHODS["NegGrad_plus"](None, splits, method_args(neggrad_beta=0.25, batch_size=16), CPU, None)
+    (xr, yr), (xf, yf) = splits.xy("retain"), splits.xy("forget")
+    batches = list(seen["make"](0))
+    assert len(batches) == seen["steps"] == dataset.num_batches(len(xr), 16)
+    per_pass = dataset.num_batches(len(xf), 16)  # the forget set, reshuffled each time it runs out
+    passes = [torch.cat([y[1] for _, y in batches[i:i + per_pass]]) for i in range(0, len(batches), per_pass)]
+    assert all(sorted(p.tolist()) == sorted(yf.tolist()) for p in passes[:-1]) and len(passes) > 2
+    assert not torch.equal(passes[0], passes[1])
+    assert sorted(torch.cat([y[0] for _, y in batches]).tolist()) == sorted(yr.tolist())
+    model = trainer.init_model(meta, 0, "cpu").eval()
+    x, y = batches[0]
+    with torch.no_grad():
+        expected = 0.25 * F.cross_entropy(model(x[0]), y[0]) - 0.75 * F.cross_entropy(model(x[1]), y[1])
+        assert float(seen["loss_fn"](model, x, y)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def forget_kl(model, teacher, x):
+    model.eval()
+    with torch.no_grad():
+        return float(distill_kl(model(x), teacher(x), 4.0))
+
+
+def trained(digits_run):
+    args = types.SimpleNamespace(arch="resnet20s", dataset="digits", allow_dataset_change=False)
+    return trainer.load_model(digits_run.checkpoint, args, dataset.load_dataset("digits"), "cpu")[0].eval()
+
+
+def test_scrub_max_steps_raise_the_forget_kl(setup, digits_run, monkeypatch):
+    """Each max-step (here in eval mode, so that only the weights change) moves the student further from the
+    teacher on the forget set. (The KL's gradient is 0 where student and teacher agree; in training, batch
+    statistics and the min-steps make them differ, here a small perturbation does.)"""
+    splits, _ = setup
+    original = trained(digits_run)
+    seen = capture_run(monkeypatch)
+    METHODS["SCRUB"](original, splits, method_args(scrub_max_epochs=1, batch_size=8), CPU, None)
+    student = copy.deepcopy(original)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p), alpha=0.01)
+    sgd = torch.optim.SGD(student.parameters(), lr=5e-4)  # the SCRUB code's learning rate
+    xf, _ = splits.xy("forget")
+    kls = [forget_kl(student, original, xf)]
+    for (x, maximize), y in seen["make"](0):
+        if maximize:
+            sgd.zero_grad()
+            seen["loss_fn"](student, (x, maximize), y).backward()
+            sgd.step()
+            kls.append(forget_kl(student, original, xf))
+    assert len(kls) == 6 and all(b > a for a, b in zip(kls, kls[1:])) and kls[-1] > 10 * kls[0]
+
+
+def test_scrub_runs_with_and_without_max_steps(setup, digits_run):
+    """The whole method: with max-steps in its epoch, the forget-set KL to the teacher ends higher than without,
+    and rises more than the retain set's; the teacher (the model passed in) is not changed."""
+    splits, _ = setup
+    original = trained(digits_run)
+    before = weights(original)
+    (xf, _), (xr, _) = splits.xy("forget"), splits.xy("retain")
+    kls = {}
+    for max_epochs in (0, 1):
+        torch.manual_seed(3)
+        student = METHODS["SCRUB"](copy.deepcopy(original), splits, method_args(
+            scrub_max_epochs=max_epochs, batch_size=16, unlearn_lr=0.005), CPU, None)
+        kls[max_epochs] = forget_kl(student, original, xf), forget_kl(student, original, xr)
+    (forget0, retain0), (forget1, retain1) = kls[0], kls[1]
+    assert forget1 > 1.3 * forget0 and forget1 - forget0 > 2 * (retain1 - retain0)
+    assert all(torch.equal(p, before[n]) for n, p in weights(original).items())
+
+
+def test_scrub_losses(setup, monkeypatch):
+    splits, meta = setup
+    seen = capture_run(monkeypatch)
+    teacher = trainer.init_model(meta, 0, "cpu")
+    METHODS["SCRUB"](teacher, splits, method_args(scrub_max_epochs=1, scrub_alpha=0.3, scrub_gamma=0.6,
+                                                  batch_size=16), CPU, None)
+    retain_steps, forget_steps = dataset.num_batches(len(splits.retain), 16), dataset.num_batches(40, 16)
+    assert seen["steps"] == retain_steps + forget_steps
+    first, second = list(seen["make"](0)), list(seen["make"](1))
+    assert [b[0][1] for b in first] == [True] * forget_steps + [False] * retain_steps
+    assert [b[0][1] for b in second] == [False] * retain_steps
+    student = trainer.init_model(meta, 7, "cpu").eval()
+    teacher.eval()
+    for (x, maximize), y in (first[0], first[-1]):
+        with torch.no_grad():
+            kl = distill_kl(student(x), teacher(x), 4.0)
+            expected = -kl if maximize else 0.6 * F.cross_entropy(student(x), y) + 0.3 * kl
+            assert float(seen["loss_fn"](student, (x, maximize), y)) == pytest.approx(float(expected), rel=1e-5)
+            p_t, p_s = F.softmax(teacher(x) / 4, 1), F.softmax(student(x) / 4, 1)
+            assert float(kl) == pytest.approx(float((p_t * (p_t / p_s).log()).sum(1).mean() * 16), rel=1e-4)
+
+
+def test_scrub_refuses_a_schedule_past_the_max_epochs(setup):
+    splits, meta = setup
+    for bad in (dict(warmup=2), dict(decreasing_lr=[2])):
+        with pytest.raises(UserError, match="scrub_max_epochs"):
+            METHODS["SCRUB"](trainer.init_model(meta, 0, "cpu"), splits,
+                             method_args(scrub_max_epochs=1, unlearn_epochs=3, **bad), CPU, None)
+
+
+def test_last_layers_are_the_last_weight_layers_and_their_batchnorms(setup):
+    _, meta = setup
+    model = trainer.init_model(meta, 0, "cpu")
+    assert last_layers(model, 1) == {"linear.weight", "linear.bias"}
+    assert last_layers(model, 2) == {"linear.weight", "linear.bias", "layer3.2.conv2.weight", "layer3.2.bn2.weight",
+                                     "layer3.2.bn2.bias"}
+    assert len(last_layers(model, 22)) == len(list(model.parameters()))
+    with pytest.raises(UserError, match="more than the 22 convolution and linear layers"):
+        last_layers(model, 23)
+
+
+@pytest.mark.parametrize("name", ["CF_k", "EU_k"])
+def test_last_k_methods_move_only_the_last_layers(setup, name):
+    splits, meta = setup
+    model = trainer.init_model(meta, 0, "cpu")
+    before, mask = weights(model), random_mask(model)
+    out = METHODS[name](model, splits, method_args(last_k=3), CPU, mask)
+    region = last_layers(model, 3)
+    assert len(region) == 8  # linear, layer3.2.conv2 + bn2, layer3.2.conv1 + bn1
+    for n, p in out.named_parameters():
+        keep = ~mask[n] if n in region else torch.ones_like(mask[n])
+        assert torch.equal(p.detach()[keep], before[n][keep]), n
+        if n in region:
+            assert (p.detach()[mask[n]] != before[n][mask[n]]).float().mean() > 0.9, n
+
+
+def test_eu_k_reinitializes_where_the_mask_allows(setup, monkeypatch):
+    splits, meta = setup
+    model = trainer.init_model(meta, 0, "cpu")
+    before, mask, fresh = weights(model), random_mask(model), weights(trainer.init_model(meta, 1, "cpu"))
+    seen = {}
+    monkeypatch.setattr(loop, "run", lambda model, args, mask, *a, **kw: seen.update(model=model, mask=mask))
+    METHODS["EU_k"](model, splits, method_args(last_k=2), CPU, mask)
+    region = last_layers(model, 2)
+    for n, p in seen["model"].named_parameters():
+        expected = torch.where(mask[n], fresh[n], before[n]) if n in region else before[n]
+        assert torch.equal(p.detach(), expected), n
+        assert torch.equal(seen["mask"][n], mask[n] if n in region else torch.zeros_like(mask[n])), n
+
+
+def test_eu_k_keeps_a_pruned_model_sparse(setup):
+    splits, meta = setup
+    model = trainer.init_model(meta, 0, "cpu")
+    g = torch.Generator().manual_seed(2)
+    model.prune_mask = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()
+                        if p.dim() > 1}
+    pruner.apply_mask(model, model.prune_mask)
+    out = METHODS["EU_k"](model, splits, method_args(last_k=2), CPU, combine(random_mask(model), model.prune_mask))
+    for n, keep in model.prune_mask.items():
+        assert (out.state_dict()[n][~keep] == 0).all(), n
+    assert (out.linear.weight[model.prune_mask["linear.weight"]] != 0).all()
+
+
+class Stub:
+    """The two splits SSD reads."""
+
+    def __init__(self, x, y, forget):
+        self.data = {"train": (x, y), "forget": (x[forget], y[forget])}
+
+    def xy(self, name):
+        return self.data[name]
+
+
+def fisher_by_loop(model, x, y):
+    """Mean over examples of the squared per-example gradient, one backward pass per example."""
+    model.eval()
+    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            total[n] += p.grad.square()
+    return {n: t / len(x) for n, t in total.items()}
+
+
+@pytest.mark.parametrize("alpha,lam", [(10.0, 1.0), (2.0, 0.5), (0.5, 3.0)])
+def test_ssd_dampens_exactly_the_chosen_weights(alpha, lam):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    x, y = torch.randn(60, 5), torch.randint(0, 3, (60,))
+    forget = torch.arange(5)
+    x[5:, 4] = 0  # weights reading input 4 learn from the forget examples only: I_f = 12 I_d there
+    i_d, i_f = fisher_by_loop(model, x, y), fisher_by_loop(model, x[forget], y[forget])
+    mask = random_mask(model, seed=3)
+    mask.pop("2.bias")  # a parameter the mask does not name moves freely
+    before = weights(model)
+    out = weights(METHODS["SSD"](model, Stub(x, y, forget), method_args(ssd_alpha=alpha, ssd_lambda=lam), CPU, mask))
+    chosen_total = damped_total = 0
+    for n, w in before.items():
+        gap = i_f[n] - alpha * i_d[n]
+        assert (gap.abs() > 1e-3 * i_f[n]).all()  # no weight at the threshold, where rounding could decide
+        chosen = (gap > 0) & mask.get(n, torch.ones_like(w, dtype=torch.bool))
+        factor = torch.where(chosen, (lam * i_d[n] / i_f[n]).clamp(max=1), torch.ones_like(w))
+        assert torch.equal(out[n][~chosen], w[~chosen]), n
+        torch.testing.assert_close(out[n], w * factor, rtol=1e-5, atol=0)
+        chosen_total += int(chosen.sum())
+        damped_total += int((factor < 1).sum())
+    assert chosen_total > 0 and damped_total > 0
+    if lam > alpha:
+        assert damped_total < chosen_total  # min(., 1) keeps some chosen weights as they are
+
+
+@pytest.mark.parametrize("name", ["NegGrad_plus", "SCRUB", "CF_k", "EU_k", "SSD"])
+def test_masked_out_weights_stay_bit_identical(setup, name):
+    splits, meta = setup
+    model = trainer.init_model(meta, 0, "cpu")
+    mask, before = random_mask(model), weights(model)
+    out = METHODS[name](model, splits, method_args(neggrad_beta=0.9, ssd_alpha=1.0, batch_size=16), CPU, mask)
+    moved = 0
+    for n, p in out.named_parameters():
+        assert torch.equal(p.detach()[~mask[n]], before[n][~mask[n]]), n
+        moved += int((p.detach()[mask[n]] != before[n][mask[n]]).sum())
+    assert moved > 0

@@ -1,0 +1,145 @@
+"""Further baselines: NegGrad+ and SCRUB (Kurmanji et al., NeurIPS 2023), CF-k and EU-k (Goel et al., 2022),
+SSD (Foster et al., AAAI 2024).
+
+- `NegGrad_plus`: every step one retain batch and one forget batch (the forget batches reshuffled each time
+  they run out); loss = beta * CE(retain) - (1 - beta) * CE(forget), beta = --neggrad_beta.
+- `SCRUB`: the student is the model passed in, the teacher a frozen copy of it (eval mode). Each epoch:
+  in the first --scrub_max_epochs epochs a pass over the forget batches maximizing KL(teacher || student),
+  then a pass over the retain batches minimizing gamma * CE + alpha * KL(teacher || student). The KL is taken
+  at temperature T (--scrub_kd_T) and multiplied by T^2, mean over the batch. One optimizer (its momentum
+  included) serves both kinds of step, as in the reference code.
+- `CF_k` / `EU_k`: train on the retain set only the last k layers; a layer is a Conv2d or Linear module, counted
+  from the end of `model.named_modules()` order, and the region also holds every other parameterised module
+  registered after the first of them (the BatchNorms between them). The rest of the model is masked out, so
+  its weights stay bit-identical. EU_k first sets the region's weights to a fresh --train_seed initialization
+  (a pruned model's pruned weights are 0 in it), only where the mask allows: re-initialization is a move.
+- `SSD`: importances I_f, I_d = mean over the forget set / the training set of per-example squared gradients
+  of the cross-entropy (the diagonal empirical Fisher, eval mode); every weight with I_f > alpha * I_d (alpha
+  = --ssd_alpha) is multiplied by min(lambda * I_d / I_f, 1) (lambda = --ssd_lambda); only where the mask
+  allows.
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn import loop, persample, register
+from unlearn.mask import combine
+from utils import UserError
+
+
+@register
+def NegGrad_plus(model, splits, args, device, mask, run_dir=None):
+    """beta * CE(retain batch) - (1 - beta) * CE(forget batch), one of each per step; an epoch is a retain pass."""
+    retain, steps = loop.epoch_batches(splits, "retain", args)
+    forget, _ = loop.epoch_batches(splits, "forget", args)
+    beta = args.neggrad_beta
+
+    def forget_stream(epoch):
+        while True:
+            yield from forget(epoch)
+
+    def make_batches(epoch):
+        for (xr, yr), (xf, yf) in zip(retain(epoch), forget_stream(epoch)):
+            yield (xr, xf), (yr, yf)
+
+    def loss_fn(m, x, y):
+        return beta * F.cross_entropy(m(x[0]), y[0]) - (1 - beta) * F.cross_entropy(m(x[1]), y[1])
+
+    return loop.run(model, args, mask, make_batches, steps, loss_fn=loss_fn, run_dir=run_dir, desc="NegGrad_plus")
+
+
+def distill_kl(student_logits, teacher_logits, temperature):
+    """KL(teacher || student) of the softmaxes at `temperature`, times temperature^2, mean over the batch."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+@register
+def SCRUB(model, splits, args, device, mask, run_dir=None):
+    """Max-steps on forget (first --scrub_max_epochs epochs), then min-steps on retain, every epoch."""
+    epochs, max_epochs = args.unlearn_epochs, min(args.scrub_max_epochs, args.unlearn_epochs)
+    if 0 < max_epochs < epochs and (args.warmup > max_epochs or
+                                    any(max_epochs < m < epochs for m in args.decreasing_lr)):
+        raise UserError("SCRUB's epochs after --scrub_max_epochs are shorter, so --warmup and --decreasing_lr "
+                        "must end within the first --scrub_max_epochs epochs")
+    teacher = copy.deepcopy(model).eval()
+    forget, forget_steps = loop.epoch_batches(splits, "forget", args)
+    retain, retain_steps = loop.epoch_batches(splits, "retain", args)
+
+    def make_batches(epoch):
+        if epoch < max_epochs:
+            yield from (((x, True), y) for x, y in forget(epoch))
+        yield from (((x, False), y) for x, y in retain(epoch))
+
+    def loss_fn(m, batch, y):
+        x, maximize = batch
+        out = m(x)
+        with torch.no_grad():
+            target = teacher(x)
+        kl = distill_kl(out, target, args.scrub_kd_T)
+        if maximize:
+            return -kl
+        return args.scrub_gamma * F.cross_entropy(out, y) + args.scrub_alpha * kl
+
+    steps = retain_steps + (forget_steps if max_epochs else 0)
+    return loop.run(model, args, mask, make_batches, steps, loss_fn=loss_fn, run_dir=run_dir, desc="SCRUB")
+
+
+def last_layers(model, k):
+    """Parameter names of the last k Conv2d/Linear modules in `named_modules()` order and of every parameterised
+    module registered after the first of them."""
+    owners = [(name, m) for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+    weighted = [i for i, (_, m) in enumerate(owners) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if k > len(weighted):
+        raise UserError(f"--last_k {k} is more than the {len(weighted)} convolution and linear layers of --arch "
+                        f"{model.meta['arch']}")
+    return {(name + "." if name else "") + p for name, m in owners[weighted[-k]:]
+            for p, _ in m.named_parameters(recurse=False)}
+
+
+def _last_k(model, splits, args, mask, run_dir, names, desc):
+    """Train on retain with every parameter outside `names` masked out."""
+    frozen = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n not in names}
+    return loop.run(model, args, combine(frozen, mask), *loop.epoch_batches(splits, "retain", args),
+                    run_dir=run_dir, desc=desc)
+
+
+@register
+def CF_k(model, splits, args, device, mask, run_dir=None):
+    """Fine-tune only the last --last_k layers on the retain set."""
+    return _last_k(model, splits, args, mask, run_dir, last_layers(model, args.last_k), "CF_k")
+
+
+@register
+def EU_k(model, splits, args, device, mask, run_dir=None):
+    """Re-initialize the last --last_k layers with --train_seed (where the mask allows), then train only them on
+    the retain set."""
+    names = last_layers(model, args.last_k)
+    fresh = dict(loop.reinitialized(model, args, device).named_parameters())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in names:
+                p.copy_(torch.where(mask[n], fresh[n], p) if mask and n in mask else fresh[n])
+    return _last_k(model, splits, args, mask, run_dir, names, "EU_k")
+
+
+def mean_sq_grads(model, x, y, chunk):
+    """{name: mean over the examples of the squared per-example gradient of the cross-entropy}."""
+    return {n: s / len(x) for n, s in persample.sq_grad_sums(model, x, y, chunk).items()}
+
+
+@register
+def SSD(model, splits, args, device, mask, run_dir=None):
+    """Selective synaptic dampening: w *= min(lambda I_d / I_f, 1) wherever I_f > alpha I_d and the mask allows."""
+    forget = mean_sq_grads(model, *splits.xy("forget"), args.grad_chunk)
+    full = mean_sq_grads(model, *splits.xy("train"), args.grad_chunk)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            chosen = forget[n] > args.ssd_alpha * full[n]
+            if mask and n in mask:
+                chosen &= mask[n]
+            p.copy_(torch.where(chosen, p * (args.ssd_lambda * full[n] / forget[n]).clamp(max=1), p))
+    return model
