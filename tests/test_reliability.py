@@ -41,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPTS = {"main_baseline": main_baseline, "main_imp": main_imp, "main_forget": main_forget,
            "main_backdoor": main_backdoor, "benchmark": benchmark}
 RESULT_FILES = {"eval_result.json", "checkpoint.pt", "results.json", "results.md", "results.csv", "masks.json"}
-TIMING_KEYS = {"RTE_minutes", "mask_minutes", "wall_seconds", "seconds", "folder"}
+TIMING_KEYS = {"RTE_minutes", "mask_minutes", "wall_seconds", "seconds", "folder", "eval_seconds"}
 
 
 class EvilShell(Evil):
@@ -224,10 +224,11 @@ BAD_INPUT = [
     case("forget-mask-ratio-0", "main_forget", ["--mask_ratio", "0"], "--mask_ratio", "outside (0.0, 1.0]"),
     case("forget-class-10", "main_forget", ["--class_to_replace", "10"], "--class_to_replace 10", "0..9"),
     case("forget-count-too-large", "main_forget", ["--num_indexes_to_replace", "5000"], "5000", "larger"),
-    case("forget-unknown-method", "main_forget", ["--unlearn", "SCRUB"], "SCRUB", "invalid choice", "RL"),
+    case("forget-unknown-method", "main_forget", ["--unlearn", "boundary_shrink"], "boundary_shrink",
+         "invalid choice", "RL"),
     case("forget-model-missing", "main_forget", ["--model_path", "{I}/nothing.pt"], "nothing.pt",
          "main_baseline.py"),
-    case("forget-model-as-mask", "main_forget", ["--mask", M], "model.pt", "looks like a model",
+    case("forget-model-as-mask", "main_forget", ["--mask_path", M], "model.pt", "looks like a model",
          "--model_path"),
     case("forget-mask-as-model", "main_forget", ["--model_path", "{I}/mask.pt"], "mask.pt",
          "is a mask, not a model"),
@@ -294,7 +295,7 @@ BAD_INPUT = [
     case("backdoor-mask-ratio-nan", "main_backdoor", ["--mask_ratio", "nan"], "--mask_ratio",
          "not a finite number"),
     case("backdoor-unknown-attack", "main_backdoor", ["--attack", "blend"], "blend", "invalid choice"),
-    case("backdoor-model-as-mask", "main_backdoor", ["--model_path", M, "--mask", M], "looks like a model"),
+    case("backdoor-model-as-mask", "main_backdoor", ["--model_path", M, "--mask_path", M], "looks like a model"),
     case("backdoor-mask-as-model", "main_backdoor", ["--model_path", "{I}/mask.pt"], "is a mask, not a model"),
     case("backdoor-mask-other-arch", "main_backdoor", ["--model_path", M, "--mask", "{I}/mask_resnet18.pt"],
          "shape"),
