@@ -115,6 +115,19 @@ def settings(cfg, device_note=None):
     return out
 
 
+def original_accuracy(cfg):
+    """Train and test accuracy of the seeds' original models, mean ± std (None before any is trained)."""
+    accs = []
+    for seed in cfg["seeds"]:
+        path = os.path.join(cfg["save_dir"], f"seed_{seed}", "original", "eval_result.json")
+        if os.path.exists(path):
+            accs.append(utils.read_json(path).get("accuracy", {}))
+    if not all("train" in a and "test" in a for a in accs) or not accs:
+        return None
+    cells = [tables.fmt(dict(zip(("mean", "std"), tables.mean_std([a[k] for a in accs])))) for k in ("train", "test")]
+    return f"train {cells[0]}, test {cells[1]} (over {len(accs)} seeds)"
+
+
 def report(save_dir, meta, records, failures, published, plots=True):
     rows = tables.aggregate(records, failures, published)
     masking = tables.masking_table(rows)
@@ -138,8 +151,9 @@ def run_benchmark(cfg, plots=True):
     minutes = (time.perf_counter() - start) / 60
     done = (f"{counts['ran']} runs made, {counts['reused']} reused, {counts['failed']} failed")
     meta = {"title": f"Unlearning benchmark: {cfg['preset']}", "config": cfg,
-            "settings": {**settings(cfg, device), "time": f"{run_minutes:.1f} min summed over the runs' "
-                                                          f"wall times; this invocation {minutes:.1f} min ({done})"}}
+            "settings": {**settings(cfg, device), "original model accuracy": original_accuracy(cfg),
+                         "time": f"{run_minutes:.1f} min summed over the runs' wall times; this invocation "
+                                 f"{minutes:.1f} min ({done})"}}
     rows, masking = report(cfg["save_dir"], meta, records, failures, cfg["published"] and cfg["scenario"] == "random",
                            plots)
     print(f"benchmark: {minutes:.1f} min ({done}); the runs took {run_minutes:.1f} min in all")

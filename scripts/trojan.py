@@ -44,7 +44,7 @@ def table(results, seeds):
     out = {}
     dense = [results[(s, 0.0)]["attack_acc_unlearn"] for s in seeds]
     for rate in RATES:
-        cells = {k: mean_std([results[(s, rate)][k] for s in seeds]) for k in KEYS}
+        cells = {k: dict(zip(("mean", "std"), mean_std([results[(s, rate)][k] for s in seeds]))) for k in KEYS}
         diff = t_interval([results[(s, rate)]["attack_acc_unlearn"] - d for s, d in zip(seeds, dense)])
         out[f"{rate:g}"] = {"per_seed": {str(s): {k: results[(s, rate)][k] for k in KEYS} for s in seeds},
                             "difference_to_dense": diff}

@@ -211,7 +211,7 @@ def write_outputs(save_dir, meta, rows, masking, records, failures, plots=True):
 
 def render_markdown(meta, rows, masking, failures):
     parts = [f"# {meta.get('title', 'Unlearning benchmark')}", ""]
-    parts += [f"- {k}: {v}" for k, v in meta.get("settings", {}).items()]
+    parts += [f"- {k}: {v}" for k, v in meta.get("settings", {}).items() if v is not None]
     parts += ["", main_table(rows), "", NOTES, ""]
     if masking:
         parts += ["## Avg. Gap without and with the saliency mask", "", mask_table(masking), ""]
