@@ -71,10 +71,12 @@ class Pass:
                 h.remove()
         self.probs = F.softmax(self.logits.detach(), 1)
 
-    def backward(self, targets, retain=False):
-        """{module: d sum_i CE(x_i, targets_i) / d output} for the modules this pass used."""
+    def backward(self, targets, retain=False, scale=None):
+        """{module: d sum_i scale_i CE(x_i, targets_i) / d output} for the modules this pass used."""
         used = list(self.outputs)
         dlogits = self.probs - F.one_hot(targets, self.probs.shape[1]).to(self.probs.dtype)
+        if scale is not None:
+            dlogits = dlogits * scale[:, None]
         grads = torch.autograd.grad(self.logits, [self.outputs[m] for m in used], dlogits, retain_graph=retain,
                                     allow_unused=True)
         return {m: g for m, g in zip(used, grads) if g is not None}
@@ -168,30 +170,61 @@ def sq_grad_sums(model, x, y, chunk=0):
     return total
 
 
-def _group_sums(m, a, d, group):
-    """{parameter name: (G, *shape)}: the summed gradient of each run of `group` consecutive examples."""
-    pad = -len(a) % group
-    if pad:  # zero examples add nothing to a group's sum
-        a = torch.cat([a, a.new_zeros((pad, *a.shape[1:]))])
-        d = torch.cat([d, d.new_zeros((pad, *d.shape[1:]))])
-    G = len(a) // group
-    if isinstance(m, BATCHNORM):
-        return {k: v.view(G, group, *v.shape[1:]).sum(1) for k, v in grads(m, a, d).items()}
-    D = _cols(m, d)
-    if isinstance(m, nn.Conv2d) and D.shape[1] * m.in_channels >= GROUPED_CONV:
-        # the batches as a grouped convolution's channel groups: one weight-gradient kernel, no unfolding
-        def side(t):
-            return t.view(G, group, *t.shape[1:]).transpose(0, 1).reshape(group, -1, *t.shape[2:])
-        cout, cin = m.weight.shape[:2]
-        weight = torch.nn.grad.conv2d_weight(side(a), (G * cout, cin, *m.weight.shape[2:]), side(d), m.stride,
-                                             m.padding, m.dilation, groups=G)
-    else:
-        U = _rows(m, a)
-        weight = torch.bmm(D.reshape(G, -1, D.shape[2]).transpose(1, 2), U.reshape(G, -1, U.shape[2]))
-    out = {"weight": weight.view(G, *m.weight.shape)}
-    if m.bias is not None:
-        out["bias"] = D.sum(1).view(G, group, -1).sum(1)
-    return out
+class _Grouped:
+    """A pass over x laid out for batch sums: padded to G batches of `group` and permuted so that row j * G + g
+    is example j of batch g. Every layer's input and output gradient then read (group, G, ...) without a copy,
+    so a batch's weight gradient over all G batches is one grouped-convolution (or batched matmul) call.
+    Padding rows get a zero output gradient, so they add nothing."""
+
+    def __init__(self, model, mods, x, group):
+        n = len(x)
+        self.G = G = (n + group - 1) // group
+        self.group = group
+        pad = G * group - n
+        xp = torch.cat([x, x[:1].expand(pad, *x.shape[1:])]) if pad else x
+        self.pass_ = Pass(model, mods, xp.view(G, group, *x.shape[1:]).transpose(0, 1).reshape(G * group, *x.shape[1:]))
+        real = (torch.arange(G * group, device=x.device).view(G, group) < n).to(x.dtype)  # (G, group)
+        self.real = real.T.reshape(-1)  # in the permuted order
+        self.sizes = real.sum(1)
+        probs = self.pass_.probs * self.real[:, None]
+        self.mean_probs = probs.view(group, G, -1).sum(0) / self.sizes[:, None]  # (G, classes): batch means
+        self.cache = {}
+
+    def backward(self, c, retain):
+        n = len(self.pass_.probs)
+        return self.pass_.backward(torch.full((n,), c, device=self.real.device), retain, scale=self.real)
+
+    def sums(self, m, d):
+        """{parameter name: (G, *shape)}: each batch's summed gradient for one layer's output gradient d."""
+        a, group, G = self.pass_.inputs[m], self.group, self.G
+        if isinstance(m, BATCHNORM):
+            if m not in self.cache:
+                shape = (1, -1) + (1,) * (a.dim() - 2)
+                self.cache[m] = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
+            dims = tuple(range(2, a.dim()))
+            out = {"weight": (d * self.cache[m]).sum(dims) if dims else d * self.cache[m],
+                   "bias": d.sum(dims) if dims else d}
+            return {k: v.view(group, G, -1).sum(0) for k, v in out.items()}
+        cout = m.weight.shape[0]
+        D = d.reshape(group, G, cout, -1)  # (group, G, out, L)
+        if isinstance(m, nn.Conv2d) and D.shape[3] * m.in_channels >= GROUPED_CONV:
+            side_a = a.reshape(group, G * m.in_channels, *a.shape[2:])
+            side_d = d.reshape(group, G * cout, *d.shape[2:])
+            weight = torch.nn.grad.conv2d_weight(side_a, (G * cout, *m.weight.shape[1:]), side_d, m.stride, m.padding,
+                                                 m.dilation, groups=G)
+        elif isinstance(m, nn.Conv2d):
+            if m not in self.cache:
+                U = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)
+                self.cache[m] = U.view(group, G, -1, D.shape[3])
+            weight = torch.einsum("jgol,jgkl->gok", D, self.cache[m])
+        else:  # Linear: output positions are its input's middle dimensions
+            D = d.reshape(group, G, -1, cout)
+            weight = torch.einsum("jglo,jgli->goi", D, a.reshape(group, G, -1, a.shape[-1]))
+            D = D.transpose(2, 3)
+        out = {"weight": weight.reshape(G, *m.weight.shape)}
+        if m.bias is not None:
+            out["bias"] = D.sum((0, 3))
+        return out
 
 
 def group_sq_grads(model, x, group, chunk=0):
@@ -199,29 +232,24 @@ def group_sq_grads(model, x, group, chunk=0):
     smaller): mean over batches of sum_y mean_b p(y|x) * (d mean_b CE(x, y) / dw)^2.
 
     One forward pass per chunk of whole batches and one backward pass per class give every layer's
-    output gradient; each batch's weight gradient is then one matmul over its examples and positions."""
+    output gradient; each layer's batch gradients are then one grouped-convolution or batched-matmul call.
+    A chunk keeps its largest layer's input and output gradient within BLOCK_FLOATS (and all recorded
+    tensors within --grad_chunk examples or RECORD_FLOATS)."""
     mods = layers(model)
     total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-    step = max(group, chunk_size(model, mods, x, chunk) // group * group)
+    one = Pass(model, mods, x[:1])
+    widest = max(one.inputs[m].numel() + one.outputs[m].numel() for _, m in mods)
+    fits = min(chunk or RECORD_FLOATS // one.floats(), BLOCK_FLOATS // widest)
+    step = max(group, fits // group * group)
     for s in range(0, len(x), step):
-        p = Pass(model, mods, x[s:s + step])
-        n, classes = p.probs.shape
-        sizes = torch.full(((n + group - 1) // group,), float(group), device=x.device)
-        sizes[-1] = n - group * (len(sizes) - 1)
+        p = _Grouped(model, mods, x[s:s + step], group)
+        classes = p.mean_probs.shape[1]
         for c in range(classes):
-            outs = p.backward(torch.full((n,), c, device=x.device), retain=c < classes - 1)
-            w = torch.zeros(len(sizes) * group, device=x.device)
-            w[:n] = p.probs[:, c]
-            w = w.view(len(sizes), group).sum(1) / sizes  # the batch mean of p(c|x)
+            outs = p.backward(c, retain=c < classes - 1)
+            coef = p.mean_probs[:, c] / p.sizes ** 2  # (batch sum / size)^2 x the batch mean of p(c|x)
             for prefix, m in mods:
-                if m not in outs:
-                    continue
-                a, d = p.inputs[m], outs[m]
-                blk = max(1, BLOCK_FLOATS // max(1, (a[0].numel() + d[0].numel()) * group)) * group
-                for b in range(0, n, blk):
-                    g0 = b // group
-                    for name, g in _group_sums(m, a[b:b + blk], d[b:b + blk], group).items():
-                        coef = w[g0:g0 + len(g)] / sizes[g0:g0 + len(g)] ** 2  # (batch sum / size)^2 x weight
+                if m in outs:
+                    for name, g in p.sums(m, outs[m]).items():
                         total[prefix + name] += torch.tensordot(coef, g.square_(), 1)
     batches = (len(x) + group - 1) // group
     return {k: v / batches for k, v in total.items()}
