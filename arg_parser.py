@@ -157,6 +157,12 @@ def _unlearn(p):
                    help="SSD: dampen weights whose forget-set importance exceeds alpha x the training set's")
     p.add_argument("--ssd_lambda", type=nonneg_float, default=1.0,
                    help="SSD: a chosen weight is multiplied by min(lambda x I_train / I_forget, 1)")
+    p.add_argument("--bs_bound", type=pos_float, default=0.1,
+                   help="BS: size of the one FGSM step on [0, 1] images (L-inf) whose class relabels each forget "
+                        "example (the class of largest logit other than the true one)")
+    p.add_argument("--salun_soft_ratio", type=ratio, default=0.5,
+                   help="SalUn_soft: the share of weight changes its first soft-thresholding step resets to 0 "
+                        "(falling linearly to none by the last step)")
     p.add_argument("--fast_eval", action="store_true",
                    help="evaluate only what the benchmark's tables show (accuracies and MIA-Efficacy's confidence "
                         "attack); by default the reference's full evaluation")

@@ -22,10 +22,11 @@ from utils import UserError
 class MaskedSGD:
     """SGD with momentum and weight decay whose step leaves every masked-out weight untouched.
 
-    `mask`: {param_name: bool tensor}; parameters not named move freely.
+    `mask`: {param_name: bool tensor}; parameters not named move freely. `after_step`: called after every step.
     """
 
-    def __init__(self, model, lr, momentum=0.9, weight_decay=5e-4, mask=None):
+    def __init__(self, model, lr, momentum=0.9, weight_decay=5e-4, mask=None, after_step=None):
+        self.after_step = after_step
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named]
         self.weight_decay = weight_decay
@@ -41,6 +42,8 @@ class MaskedSGD:
         if masked:
             torch._foreach_mul_([g for g, _ in masked], [m for _, m in masked])
         self.optimizer.step()
+        if self.after_step:
+            self.after_step()
 
     def zero_grad(self):
         self.optimizer.zero_grad(set_to_none=True)

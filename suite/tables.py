@@ -152,7 +152,7 @@ def main_table(rows):
             cells = [r["label"]] + [fmt(r[key], 3 if key == "RTE_minutes" else 2) for key, _ in COLUMNS]
             cells.append(_seeds_cell(r))
         if show_published:
-            cells.append(" / ".join(f"{v:.2f}" for v in r["published"]) if r["published"] else "")
+            cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in r["published"]) if r["published"] else "")
         lines.append(cells)
     return _md_table(header, lines)
 
@@ -237,7 +237,7 @@ def write_csv(path, rows):
             line = [r["label"], r["method"], int(r["masked"]), " ".join(map(str, r["seeds"])),
                     " ".join(map(str, r["failed_seeds"]))]
             line += ["" if r[k][s] is None else f"{r[k][s]:.6g}" for k in keys for s in ("mean", "std")]
-            line += r["published"] if r["published"] else [""] * 6
+            line += ["" if v is None else v for v in r["published"]] if r["published"] else [""] * 6
             w.writerow(line)
 
 

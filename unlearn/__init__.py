@@ -12,4 +12,4 @@ def register(fn):
     return fn
 
 
-from unlearn import methods, fisher, influence, baselines  # noqa: E402,F401  (registration)
+from unlearn import methods, fisher, influence, baselines, boundary  # noqa: E402,F401  (registration)

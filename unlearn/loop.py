@@ -5,12 +5,13 @@ import trainer
 
 
 def run(model, args, mask, make_batches, steps_per_epoch, loss_fn=trainer.cross_entropy, run_dir=None,
-        lr=None, epochs=None, desc="unlearn"):
+        lr=None, epochs=None, desc="unlearn", after_step=None):
     """Train `model` for --unlearn_epochs at --unlearn_lr with --momentum, --weight_decay, --decreasing_lr
-    (only the milestones that fall inside the run) and --warmup; only weights the mask allows move."""
+    (only the milestones that fall inside the run) and --warmup; only weights the mask allows move.
+    `after_step()` runs after every optimizer step."""
     lr = args.unlearn_lr if lr is None else lr
     epochs = args.unlearn_epochs if epochs is None else epochs
-    sgd = trainer.MaskedSGD(model, lr, args.momentum, args.weight_decay, mask)
+    sgd = trainer.MaskedSGD(model, lr, args.momentum, args.weight_decay, mask, after_step)
     milestones = [m for m in args.decreasing_lr if m < epochs]
     sched = trainer.lr_schedule(sgd.optimizer, steps_per_epoch, milestones, args.warmup)
     return trainer.fit(model, sgd, sched, epochs, make_batches, steps_per_epoch, loss_fn=loss_fn,

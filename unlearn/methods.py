@@ -1,4 +1,4 @@
-"""Gradient-based methods: raw, retrain, FT, GA, RL (RL + saliency mask = SalUn), FT_prune (l1-sparse)."""
+"""Gradient-based methods: raw, retrain, FT, GA, RL (RL + saliency mask = SalUn), SalUn_soft, FT_prune (l1-sparse)."""
 import torch
 import torch.nn.functional as F
 
@@ -45,14 +45,8 @@ def _any_labels(y, num_classes):
     return torch.randint(0, num_classes, y.shape).to(y.device)
 
 
-@register
-def RL(model, splits, args, device, mask, run_dir=None):
-    """Random labels: the forget examples, relabelled at random (fresh each epoch), trained on with the retain set.
-
-    --rl_order mixed: labels from the other classes, one shuffled stream of forget and retain examples.
-    --rl_order reference (the reference code): labels from all classes; on cifar100 and TinyImagenet one
-    shuffled stream, on every other dataset all forget batches first, then all retain batches.
-    """
+def _rl_batches(splits, args):
+    """RL's (make_batches, steps_per_epoch); see `RL`."""
     xf, yf = splits.xy("forget")
     xr, yr = splits.xy("retain")
     k, bs, aug = splits.raw.num_classes, args.batch_size, loop.augmentation(splits, args)
@@ -62,16 +56,56 @@ def RL(model, splits, args, device, mask, run_dir=None):
             yield from dataset.batches(xf, _any_labels(yf, k), bs, True, aug)
             yield from dataset.batches(xr, yr, bs, True, aug)
 
-        steps = dataset.num_batches(len(xf), bs) + dataset.num_batches(len(xr), bs)
-    else:
-        relabel = _any_labels if reference else _wrong_labels
-        x = torch.cat([xf, xr])
+        return make_batches, dataset.num_batches(len(xf), bs) + dataset.num_batches(len(xr), bs)
+    relabel = _any_labels if reference else _wrong_labels
+    x = torch.cat([xf, xr])
 
-        def make_batches(epoch):
-            return dataset.batches(x, torch.cat([relabel(yf, k), yr]), bs, True, aug)
+    def make_batches(epoch):
+        return dataset.batches(x, torch.cat([relabel(yf, k), yr]), bs, True, aug)
 
-        steps = dataset.num_batches(len(x), bs)
-    return loop.run(model, args, mask, make_batches, steps, run_dir=run_dir, desc="RL")
+    return make_batches, dataset.num_batches(len(x), bs)
+
+
+@register
+def RL(model, splits, args, device, mask, run_dir=None):
+    """Random labels: the forget examples, relabelled at random (fresh each epoch), trained on with the retain set.
+
+    --rl_order mixed: labels from the other classes, one shuffled stream of forget and retain examples.
+    --rl_order reference (the reference code): labels from all classes; on cifar100 and TinyImagenet one
+    shuffled stream, on every other dataset all forget batches first, then all retain batches.
+    """
+    return loop.run(model, args, mask, *_rl_batches(splits, args), run_dir=run_dir, desc="RL")
+
+
+@register
+def SalUn_soft(model, splits, args, device, mask, run_dir=None):
+    """SalUn-soft (SalUn's soft-thresholding variant; the reference's RL_proximal): RL, and after every step a
+    proximal step of an l1 penalty on the change since the start of the epoch, d = w - w_e: every d is
+    soft-thresholded, d <- sign(d) max(|d| - tau, 0), tau = the k-th smallest |d| over all parameters,
+    k = int(r (T - t - 1) / T * N) at step t of T (r = --salun_soft_ratio, N parameters): a share r of the
+    changes is reset to 0 at first, none by the end. Masked-out weights never change, so they stay exact.
+    """
+    make_batches, steps = _rl_batches(splits, args)
+    params = list(model.parameters())
+    total, count = args.unlearn_epochs * steps, sum(p.numel() for p in params)
+    state = {}
+
+    def batches(epoch):
+        state["start"], state["step"] = [p.detach().clone() for p in params], epoch * steps
+        return make_batches(epoch)
+
+    def proximal():
+        k = int(args.salun_soft_ratio * (total - state["step"] - 1) / total * count)
+        state["step"] += 1
+        if k < 1:
+            return
+        with torch.no_grad():
+            diffs = [p - w for p, w in zip(params, state["start"])]
+            tau = torch.kthvalue(torch.cat([d.flatten() for d in diffs]).abs(), k).values
+            for p, w, d in zip(params, state["start"], diffs):
+                p.copy_(torch.where(d > tau, p - tau, torch.where(d < -tau, p + tau, w)))
+
+    return loop.run(model, args, mask, batches, steps, run_dir=run_dir, desc="SalUn_soft", after_step=proximal)
 
 
 def l1_weight(alpha, epoch, epochs, no_l1_epochs):
