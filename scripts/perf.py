@@ -6,9 +6,13 @@
 3. images/s of the tensor data path (batched augmentation on the device) vs torchvision per-image transforms
    through a DataLoader, on CIFAR-shaped data;
 4. resnet18 training throughput at 32x32 in GFLOP/s, as a share of this machine's float32 matmul rate;
-5. time of the SVC attack as the number of examples grows.
+5. time of the SVC attack as the number of examples grows;
+6. every other registered method's cost in FT-epochs (digits, resnet18 by default): one epoch of a training
+   method at its flags' defaults, the whole update of a one-shot method.
 """
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -291,6 +295,32 @@ def section_svc():
         print(f"  n={n:5d}: {time.perf_counter() - t:6.2f} s")
 
 
+def section_all_methods(args, device):
+    import main_forget
+    raw = dataset.load_dataset("digits")
+    splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=135).to(device)
+    meta = trainer.model_meta(types.SimpleNamespace(arch=args.arch, dataset="digits", imagenet_arch=False), raw)
+    margs = main_forget.parse(["--dataset", "digits", "--arch", args.arch, "--unlearn_epochs", "1", "--batch_size",
+                               "256", "--decreasing_lr", "100"])
+    margs.unlearn_lr = 1e-3
+
+    def run(name):
+        def call():
+            with contextlib.redirect_stdout(io.StringIO()):  # the epoch lines
+                return METHODS[name](trainer.init_model(meta, 0, device), splits, margs, device, None)
+        return call
+
+    ft, _ = timed(run("FT"), device, repeat=3)
+    print(f"\n[6] {args.arch} on digits, {len(splits.retain)} retain / {len(splits.forget)} forget examples; one FT "
+          f"epoch = {ft:.2f} s (fastest of 3); each method: fastest of 2, flags at their defaults")
+    print(f"{'method':14s} {'seconds':>8s} {'FT-epochs':>10s}  measured")
+    done = {"raw", "retrain", "FT", "fisher", "fisher_new", "wfisher"}  # retrain is an original training run
+    for name in sorted(set(METHODS) - done, key=str.lower):
+        seconds, _ = timed(run(name), device, repeat=2)
+        what = "the whole update" if name == "SSD" else "one epoch"
+        print(f"{name:14s} {seconds:8.2f} {seconds / ft:10.1f}  {what}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -304,7 +334,7 @@ def main():
     p.add_argument("--throughput_batch", type=int, default=64)
     p.add_argument("--throughput_reps", type=int, default=3)
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast in section 4")
-    p.add_argument("--sections", default="1,2,3,4,5")
+    p.add_argument("--sections", default="1,2,3,4,5,6")
     args = p.parse_args()
     from utils import resolve_device
     device = resolve_device(args.device)
@@ -316,6 +346,8 @@ def main():
             fn(args, device)
     if "5" in todo:
         section_svc()
+    if "6" in todo:
+        section_all_methods(args, device)
 
 
 if __name__ == "__main__":
