@@ -71,9 +71,13 @@ def _data(p):
     p.add_argument("--input_size", type=pos_int, default=None, help="resize images to this size")
     p.add_argument("--train_subset", type=pos_int, default=None,
                    help="use only the first N training images (before the validation split)")
-    p.add_argument("--data_dir", default="./tiny-imagenet-200", help="TinyImagenet image folder")
+    p.add_argument("--data_dir", default="./tiny-imagenet-200",
+                   help="TinyImagenet image folder (imagenet: train/ and val/ under --data)")
     p.add_argument("--num_workers", "--workers", type=nonneg_int, default=4,
-                   help="kept for the reference's commands; data is held as tensors")
+                   help="processes reading streamed images (--stream, imagenet); tensor data ignores it")
+    p.add_argument("--stream", action="store_true",
+                   help="read image-folder datasets (TinyImagenet) from their files batch by batch instead of "
+                        "holding them as tensors; imagenet always streams")
     p.add_argument("--num_classes", type=pos_int, default=None, help="checked against the dataset")
     p.add_argument("--imagenet_arch", action="store_true", help="ImageNet stem (7x7 conv + max-pool)")
     p.add_argument("--seed", type=int, default=2, help="seed for the validation split and forget set")

@@ -6,6 +6,7 @@ reference algorithm: validation = 10% of each class drawn by `RandomState(seed)`
 the dataset's original training set.
 """
 import gzip
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ class RawData:
 
     def stats(self):
         """Per-channel mean and std of the training images (for the model's own normalization)."""
+        if isinstance(self.x_train, ImageFiles):
+            return self.x_train.stats()
         x = self.x_train.transpose(0, 1).reshape(self.shape[0], -1)
         return x.mean(1).tolist(), x.std(1).clamp_min(1e-6).tolist()
 
@@ -127,37 +130,188 @@ def fashionmnist(root, data_dir):
     return RawData(xs[0], ys[0], xs[1], ys[1], 10, "crop_flip")
 
 
-@register_dataset
-def TinyImagenet(root, data_dir):
-    """Image folders <data_dir>/train/<class>/... and <data_dir>/val/<class>/... (64x64 RGB)."""
+def _folders(name, root, what):
+    """torchvision ImageFolder listings of root/train and root/val (paths and labels, nothing decoded)."""
     import torchvision
-    from tqdm import tqdm
     out = []
     for split in ("train", "val"):
-        folder = os.path.join(data_dir, split)
+        folder = os.path.join(root, split)
         if not os.path.isdir(folder):
-            raise UserError(f"dataset TinyImagenet: folder '{folder}' is missing; place tiny-imagenet-200 with "
-                            f"train/<class>/ and val/<class>/ image folders at --data_dir")
-        ds = torchvision.datasets.ImageFolder(folder)
+            raise UserError(f"dataset {name}: folder '{folder}' is missing; place {what}")
+        try:
+            out.append(torchvision.datasets.ImageFolder(folder))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise UserError(f"dataset {name}: {err}") from None
+    return out
+
+
+@register_dataset
+def TinyImagenet(root, data_dir, stream=False):
+    """Image folders <data_dir>/train/<class>/... and <data_dir>/val/<class>/... (64x64 RGB); streamed from
+    the files with --stream."""
+    from tqdm import tqdm
+    sets = _folders("TinyImagenet", data_dir, "tiny-imagenet-200 with train/<class>/ and val/<class>/ image "
+                                              "folders at --data_dir")
+    if stream:
+        xs = [ImageFiles([p for p, _ in ds.samples], 64) for ds in sets]
+        return RawData(xs[0], torch.tensor(sets[0].targets), xs[1], torch.tensor(sets[1].targets), 200, "crop_flip")
+    out = []
+    for split, ds in zip(("train", "val"), sets):
         images = [np.asarray(ds.loader(p).convert("RGB")) for p, _ in tqdm(ds.samples, desc=f"tiny {split}")]
         out += [_u8(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)]
     return RawData(out[0], out[1], out[2], out[3], 200, "crop_flip")
 
 
-def load_dataset(name, root="./data", data_dir="./tiny-imagenet-200", input_size=None, train_subset=None):
-    """The dataset as tensors, resized to input_size; train_subset keeps the first that many training images."""
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+@register_dataset
+def imagenet(root, data_dir, stream=True):
+    """ImageNet as the reference lays it out: <data>/train/<class>/*.JPEG and <data>/val/<class>/*, always
+    streamed from the files; each image's shorter side resized to --input_size (default 224), then the
+    central square. The classes are the train folders' names in sorted order."""
+    sets = _folders("imagenet", root, "ImageNet as train/<class>/*.JPEG and val/<class>/* under --data")
+    if sets[0].classes != sets[1].classes:
+        raise UserError(f"dataset imagenet: '{root}/val' does not hold the same class folders as '{root}/train'")
+    xs = [ImageFiles([p for p, _ in ds.samples], 224, stats=(IMAGENET_MEAN, IMAGENET_STD)) for ds in sets]
+    return RawData(xs[0], torch.tensor(sets[0].targets), xs[1], torch.tensor(sets[1].targets), len(sets[0].classes),
+                   "crop_flip")
+
+
+STREAMED = {"imagenet"}  # datasets that never fit as tensors
+
+
+def load_dataset(name, root="./data", data_dir="./tiny-imagenet-200", input_size=None, train_subset=None,
+                 stream=False, num_workers=0):
+    """The dataset as tensors, resized to input_size; train_subset keeps the first that many training images.
+
+    `stream` (always for imagenet): images stay in their files (`ImageFiles`), read in `num_workers` processes
+    when a batch needs them, at input_size."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
-    raw = DATASETS[name](root, data_dir)
+    stream = stream or name in STREAMED
+    if stream and "stream" not in inspect.signature(DATASETS[name]).parameters:
+        raise UserError(f"dataset {name} cannot be streamed from files (--stream): it is held as tensors; "
+                        f"streaming is for image folders ({', '.join(sorted(STREAMED | {'TinyImagenet'}))})")
+    raw = DATASETS[name](root, data_dir, stream=True) if stream else DATASETS[name](root, data_dir)
     if train_subset:
         if train_subset > len(raw.y_train):
             raise UserError(f"--train_subset {train_subset} is larger than {name}'s {len(raw.y_train)} training images")
-        raw.x_train, raw.y_train = raw.x_train[:train_subset], raw.y_train[:train_subset]
+        first = raw.x_train.subset(range(train_subset)) if isinstance(raw.x_train, ImageFiles) else \
+            raw.x_train[:train_subset]
+        raw.x_train, raw.y_train = first, raw.y_train[:train_subset]
+    if isinstance(raw.x_train, ImageFiles):
+        raw.x_train, raw.x_test = (x.configure(size=input_size, workers=num_workers) for x in (raw.x_train,
+                                                                                                 raw.x_test))
+        return raw
     if input_size and input_size != raw.shape[-1]:
         resize = lambda x: F.interpolate(x, size=(input_size, input_size), mode="bilinear",  # noqa: E731
                                          align_corners=False)
         raw.x_train, raw.x_test = resize(raw.x_train), resize(raw.x_test)
     return raw
+
+
+# ---------------------------------------------------------------- images streamed from files
+
+class _Decode(torch.utils.data.Dataset):
+    """Image i of `paths` as a float CHW tensor in [0, 1]: RGB, shorter side resized to `size`, central square."""
+
+    def __init__(self, paths, size):
+        self.paths, self.size = paths, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        with Image.open(self.paths[i]) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            if min(w, h) != self.size:
+                scale = self.size / min(w, h)
+                img = img.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))),
+                                 Image.BILINEAR)
+                w, h = img.size
+            if (w, h) != (self.size, self.size):
+                left, top = (w - self.size) // 2, (h - self.size) // 2
+                img = img.crop((left, top, left + self.size, top + self.size))
+            return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+
+
+class ImageFiles:
+    """Images kept in their files and read when indexed: it answers len(), .shape (N, 3, size, size), .device
+    and indexing (a slice or indices: the images as a float NCHW tensor in [0, 1] on .device) like the tensors
+    of the tensor path, so evaluation and the methods that go through the data in slices take it as it is.
+    `subset(indices)` is a view; `stream(index_lists)` yields batches read ahead by a DataLoader with
+    `workers` processes. torch.cat of ImageFiles is their concatenation."""
+
+    def __init__(self, paths, size, device="cpu", workers=0, stats=None):
+        self.paths, self.size, self.device, self.workers, self._stats = list(paths), size, torch.device(device), \
+            workers, stats
+
+    def _copy(self, **changes):
+        out = ImageFiles(self.paths, self.size, self.device, self.workers, self._stats)
+        out.__dict__.update(changes)
+        return out
+
+    def configure(self, size=None, workers=None):
+        return self._copy(size=size or self.size, workers=self.workers if workers is None else workers)
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def shape(self):
+        return (len(self.paths), 3, self.size, self.size)
+
+    def to(self, device, **_):
+        return self._copy(device=torch.device(device))
+
+    def subset(self, indices):
+        return self._copy(paths=[self.paths[i] for i in torch.as_tensor(indices, dtype=torch.long).tolist()])
+
+    def _indices(self, key):
+        if isinstance(key, slice):
+            return list(range(len(self.paths)))[key]
+        key = torch.as_tensor(key)
+        if key.dtype == torch.bool:
+            key = key.nonzero()[:, 0]
+        return key.reshape(-1).tolist()
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return self[[key]][0]
+        idx = self._indices(key)
+        if not idx:
+            return torch.empty(0, *self.shape[1:], device=self.device)
+        return next(iter(self.stream([idx])))
+
+    def stream(self, index_lists):
+        """The images of each list of indices, as one batch on the device, read ahead by the DataLoader."""
+        index_lists = [list(i) for i in index_lists]
+        loader = torch.utils.data.DataLoader(
+            _Decode(self.paths, self.size), batch_sampler=[i for i in index_lists if i], num_workers=self.workers,
+            generator=torch.Generator(),  # the global RNG stays as the tensor path leaves it
+            pin_memory=self.device.type == "cuda")
+        read = iter(loader)
+        for idx in index_lists:
+            yield next(read).to(self.device, non_blocking=True) if idx else torch.empty(0, *self.shape[1:],
+                                                                                       device=self.device)
+
+    def stats(self, limit=1000):
+        """Given per-channel mean and std, or those of up to `limit` evenly spaced images."""
+        if self._stats is not None:
+            return [float(v) for v in self._stats[0]], [float(v) for v in self._stats[1]]
+        idx = torch.linspace(0, len(self) - 1, min(limit, len(self))).round().long().unique()
+        x = self[idx].transpose(0, 1).reshape(3, -1)
+        return x.mean(1).tolist(), x.std(1).clamp_min(1e-6).tolist()
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.cat and all(isinstance(t, ImageFiles) for t in args[0]):
+            first = args[0][0]
+            return first._copy(paths=[p for t in args[0] for p in t.paths])
+        return NotImplemented
 
 
 # ---------------------------------------------------------------- splits (the reference algorithm)
@@ -212,7 +366,12 @@ class Splits:
             keep = (raw.y_test != self.forget_class) if name == "test" else (raw.y_test == self.forget_class)
             if self.forget_class < 0:
                 keep = torch.ones_like(keep) if name == "test" else torch.zeros_like(keep)
+            if isinstance(raw.x_test, ImageFiles):
+                return raw.x_test.subset(keep.cpu().nonzero()[:, 0]), raw.y_test[keep.to(raw.y_test.device)]
             return raw.x_test[keep.to(raw.x_test.device)], raw.y_test[keep.to(raw.y_test.device)]
+        if isinstance(raw.x_train, ImageFiles):
+            idx = torch.as_tensor(getattr(self, name), dtype=torch.long)
+            return raw.x_train.subset(idx), raw.y_train[idx.to(raw.y_train.device)]
         idx = torch.as_tensor(getattr(self, name), dtype=torch.long, device=raw.x_train.device)
         return raw.x_train[idx], raw.y_train[idx]
 
@@ -258,7 +417,8 @@ def make_splits(raw, seed, class_to_replace=-1, num_indexes_to_replace=None, ind
 
 
 def splits_from_args(args, device):
-    raw = load_dataset(args.dataset, args.data, args.data_dir, args.input_size, args.train_subset)
+    raw = load_dataset(args.dataset, args.data, args.data_dir, args.input_size, args.train_subset,
+                       getattr(args, "stream", False), getattr(args, "num_workers", 0))
     if args.num_classes is not None and args.num_classes != raw.num_classes:
         raise UserError(f"--num_classes {args.num_classes} does not match {args.dataset} ({raw.num_classes})")
     splits = make_splits(raw, args.seed, args.class_to_replace, args.num_indexes_to_replace,
@@ -268,32 +428,68 @@ def splits_from_args(args, device):
 
 # ---------------------------------------------------------------- batches and augmentation on the device
 
-def augment(x, kind, pad=4):
-    """Random crop with zero padding and (for crop_flip) horizontal flip, batched on x's device."""
+def augment_draws(n, kind, pad=4):
+    """The random numbers augmenting n images (torch's global RNG): crop offsets, and flips for crop_flip."""
+    if kind == "none":
+        return None
+    i = torch.randint(0, 2 * pad + 1, (n,))
+    j = torch.randint(0, 2 * pad + 1, (n,))
+    flip = torch.rand(n) < 0.5 if kind == "crop_flip" else None
+    return i, j, flip
+
+
+def augment(x, kind, pad=4, draws=None):
+    """Random crop with zero padding and (for crop_flip) horizontal flip, batched on x's device. `draws`:
+    the augment_draws to use (by default drawn now for x)."""
     if kind == "none":
         return x
     n, c, h, w = x.shape
+    i, j, flip = augment_draws(n, kind, pad) if draws is None else draws
     padded = F.pad(x, (pad, pad, pad, pad))
     dev = x.device
-    i = torch.randint(0, 2 * pad + 1, (n,)).to(dev)
-    j = torch.randint(0, 2 * pad + 1, (n,)).to(dev)
+    i, j = i.to(dev), j.to(dev)
     rows = (i[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = (j[:, None] + torch.arange(w, device=dev))[:, None, None, :]
     out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
                  rows, cols]
-    if kind == "crop_flip":
-        flip = (torch.rand(n) < 0.5).to(dev)[:, None, None, None]
-        out = torch.where(flip, out.flip(3), out)
+    if flip is not None:
+        out = torch.where(flip.to(dev)[:, None, None, None], out.flip(3), out)
     return out
 
 
 def batches(x, y, batch_size, shuffle=False, aug="none"):
-    """Yield (x, y) batches of tensors already on the device; the order comes from torch's global RNG."""
+    """Yield (x, y) batches of tensors already on the device; the order comes from torch's global RNG.
+
+    Streamed images (ImageFiles) are read by a DataLoader with the same order and augmentation; under
+    torchrun each rank reads only its slice of every batch (see stream_batches)."""
+    if isinstance(x, ImageFiles):
+        yield from stream_batches(x, y, batch_size, shuffle, aug)
+        return
     n = len(x)
     order = torch.randperm(n).to(x.device) if shuffle else torch.arange(n, device=x.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         yield augment(x[idx], aug), y[idx]
+
+
+def stream_batches(x, y, batch_size, shuffle=False, aug="none"):
+    """batches() over ImageFiles: the same shuffle and augmentation draws as the tensor path, so one process
+    gets the very same batches. Under torchrun a rank reads only its contiguous slice of each global batch
+    (a sampler that shards every batch, where torch's DistributedSampler would interleave and pad, changing
+    which examples share a step), augments it with its part of the global batch's draws and yields it as
+    distributed.Shard pairs, which trainer.fit does not cut again."""
+    import distributed
+    n = len(x)
+    order = torch.randperm(n) if shuffle else torch.arange(n)
+    spans = [order[s:s + batch_size] for s in range(0, n, batch_size)]
+    world, rank = distributed.world_size(), distributed.rank()
+    parts = [span.tensor_split(world)[rank] for span in spans]
+    for span, part, images in zip(spans, parts, x.stream([p.tolist() for p in parts])):
+        draws = augment_draws(len(span), aug)
+        if draws is not None and world > 1:
+            draws = tuple(d.tensor_split(world)[rank] if d is not None else None for d in draws)
+        xb, yb = augment(images, aug, draws=draws), y[part.to(y.device)]
+        yield (distributed.Shard(xb, len(span)), distributed.Shard(yb, len(span))) if world > 1 else (xb, yb)
 
 
 def num_batches(n, batch_size):

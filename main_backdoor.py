@@ -19,11 +19,12 @@ from dataclasses import replace
 import torch
 
 import dataset
+import distributed
 import trainer
 import utils
 from arg_parser import build_parser
 from evaluation import accuracy, predict_probs
-from main_forget import is_model_file, run_name, zeros_mask
+from main_forget import ONE_SHOT, is_model_file, run_name, zeros_mask
 from main_imp import Pruning
 from unlearn import METHODS
 from unlearn.mask import combine, density, load_mask, saliency_scores, top_ratio
@@ -66,6 +67,9 @@ def add_trigger(x, size, value):
 def poison(splits, target, size, value):
     """New Splits over a copy of the data whose forget examples carry the trigger and the target label."""
     raw = splits.raw
+    if isinstance(raw.x_train, dataset.ImageFiles):
+        raise UserError("main_backdoor stamps the trigger into images held as tensors; it does not run on "
+                        "streamed data (--stream, imagenet)")
     idx = torch.as_tensor(splits.forget, dtype=torch.long, device=raw.x_train.device)
     x, y = raw.x_train.clone(), raw.y_train.clone()
     x[idx] = add_trigger(x[idx], size, value)
@@ -152,9 +156,11 @@ def main(argv=None):
             (model, prune_mask), states = loaded, None
         else:
             model, prune_mask, states = pruning.run()
-        before = backdoor_metrics(model, splits, args, value, device)
-        print(f"trojaned: test acc {before['test_acc']:.2f}  attack success {before['attack_acc']:.2f} "
-              f"(other classes {before['attack_acc_nontarget']:.2f})", flush=True)
+        main_rank = distributed.is_main()  # under torchrun rank 0 evaluates and writes
+        before = backdoor_metrics(model, splits, args, value, device) if main_rank else None
+        if main_rank:
+            print(f"trojaned: test acc {before['test_acc']:.2f}  attack success {before['attack_acc']:.2f} "
+                  f"(other classes {before['attack_acc_nontarget']:.2f})", flush=True)
         run_dir = utils.ensure_dir(os.path.join(args.save_dir, run_name(args)))
         utils.write_json([int(i) for i in splits.forget], os.path.join(run_dir, "forget_indices.json"))
         mask_minutes = None
@@ -166,6 +172,8 @@ def main(argv=None):
         mask = combine(mask, prune_mask)
         final = os.path.join(run_dir, "checkpoint.pt")
         if args.resume and os.path.exists(final):
+            if not main_rank:
+                return None
             state = utils.load_torch(final, "finished run's checkpoint")
             if not isinstance(state, dict) or "state_dict" not in state:
                 raise UserError(f"'{final}' is not a finished run's checkpoint; delete it or rerun without --resume")
@@ -173,12 +181,16 @@ def main(argv=None):
             rte = state.get("RTE_minutes")
             after = backdoor_metrics(model, splits, args, value, device)
         else:
+            if not main_rank and args.unlearn in ONE_SHOT:
+                return None
             meta = model.meta
             utils.seed_everything(args.train_seed)
             with utils.Timer() as t:
                 model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
             rte = t.minutes
             trainer.check_weights(model, args.unlearn)
+            if not main_rank:
+                return None
             after = backdoor_metrics(model, splits, args, value, device)  # a diverged model stops here
             state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
             if prune_mask is not None:

@@ -7,12 +7,18 @@ import os
 import torch
 
 import dataset
+import distributed
 import trainer
 import utils
 from arg_parser import build_parser
 from evaluation import evaluate
 from unlearn import METHODS
 from unlearn.mask import combine, density, load_mask, saliency_scores, top_ratio
+
+
+# Methods that change the weights without training: under torchrun rank 0 runs them alone (the other ranks
+# stop). Any other method trains through trainer.fit on every rank.
+ONE_SHOT = {"raw", "fisher", "fisher_new", "wfisher", "SSD"}
 
 
 def parse(argv=None):
@@ -117,6 +123,8 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
                                   f"--resume")
         trainer.load_weights(model, state["state_dict"], f"'{final}'")
         rte = state["RTE_minutes"]
+    elif not distributed.is_main() and args.unlearn in ONE_SHOT:
+        return None
     else:
         utils.seed_everything(args.train_seed)
         meta = model.meta
@@ -129,6 +137,8 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
         state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
         if prune_mask is not None:
             state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
+    if not distributed.is_main():  # under torchrun rank 0 evaluates and writes
+        return None
     result = evaluate(model, splits, device, rte, full=not args.fast_eval)
     result["run"] = {"unlearn": args.unlearn, "mask": args.mask_path or args.mask or (
                          f"saliency {args.mask_ratio:g}" if args.mask_ratio else None),

@@ -20,6 +20,7 @@ import os
 import torch
 
 import dataset
+import distributed
 import pruner
 import trainer
 import utils
@@ -163,12 +164,14 @@ class Pruning:
         return saved["state_dict"]
 
     def _finish(self, i, model, mask):
-        acc = accuracies(model, self.splits, self.device)
+        # under torchrun rank 0 evaluates and writes; the other ranks only need the paths
+        acc = accuracies(model, self.splits, self.device) if distributed.is_main() else None
         record = {"state": i, "sparsity": pruner.sparsity(mask), "measured_sparsity": pruner.measured_sparsity(model),
                   "accuracy": acc, "checkpoint": os.path.join(state_dir(self.save_dir, i), "checkpoint.pt"),
                   "mask": mask_path(self.save_dir, i) if mask is not None else None}
         utils.write_json(record, os.path.join(state_dir(self.save_dir, i), "eval_result.json"))
-        print(f"state {i}: sparsity {record['sparsity']:.4f}  accuracy {acc}", flush=True)
+        if distributed.is_main():
+            print(f"state {i}: sparsity {record['sparsity']:.4f}  accuracy {acc}", flush=True)
         return record
 
     def run(self):
@@ -177,8 +180,9 @@ class Pruning:
         resume = args.resume
         if self.pretrained is not None:
             model, mask = self.pretrained, None
-            records.append({"state": 0, "sparsity": 0.0, "accuracy": accuracies(model, self.splits, self.device),
-                            "checkpoint": args.model_path, "mask": None})
+            acc = accuracies(model, self.splits, self.device) if distributed.is_main() else None
+            records.append({"state": 0, "sparsity": 0.0, "accuracy": acc, "checkpoint": args.model_path,
+                            "mask": None})
         elif resume and _finished(self.save_dir, 0):
             model, mask = self._load_state(0)
             records.append(utils.read_json(os.path.join(state_dir(self.save_dir, 0), "eval_result.json")))
@@ -226,6 +230,8 @@ def saliency(args, device):
     if not args.model_path:
         raise UserError("--prune saliency needs --model_path (the trained model whose forget-set gradient "
                         "ranks the weights)")
+    if not distributed.is_main():  # no training: under torchrun rank 0 does it alone
+        return None
     splits = dataset.splits_from_args(args, device)
     model, _ = trainer.load_model(args.model_path, args, splits.raw, device)
     utils.ensure_dir(args.save_dir)
@@ -260,7 +266,8 @@ def main(argv=None):
         final = records[-1]["checkpoint"]
         utils.write_json({"states": records, "final_model": final, "args": vars(args), "git": utils.git_sha()},
                          os.path.join(args.save_dir, "eval_result.json"))
-    print(f"final model (sparsity {pruner.sparsity(mask):.4f}): {final}")
+    if distributed.is_main():
+        print(f"final model (sparsity {pruner.sparsity(mask):.4f}): {final}")
     return records
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import distributed
 import utils
 from evaluation import accuracy, predict_probs
 from utils import UserError
@@ -83,20 +84,27 @@ def check_weights(model, method):
 
 
 def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, amp=False):
-    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss. amp: bfloat16 autocast."""
+    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss. amp: bfloat16 autocast.
+
+    Under torchrun each (x, y) is the global batch: this rank trains on its slice of it (see distributed.py)
+    and the reported loss is the global batch's.
+    """
     model.train()
     device_type = next(model.parameters()).device.type
+    multi = distributed.active()
     losses = []
     bar = tqdm(batch_iter, total=total, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True,
-               disable=None)
+               disable=None if distributed.is_main() else True)
     for step, (x, y) in enumerate(bar):
+        if multi:
+            x, y, local, n = distributed.shard(x, y)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model, x, y)
         sgd.zero_grad()
-        loss.backward()
+        (distributed.weighted(loss, local, n) if multi else loss).backward()
         sgd.step()
         scheduler.step()
-        losses.append(check_finite(loss, epoch, step))
+        losses.append(check_finite(distributed.global_loss(loss, local, n) if multi else loss, epoch, step))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return sum(losses) / max(len(losses), 1)
@@ -110,6 +118,10 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
     atomically after every epoch, with the epoch records that run_dir/log.jsonl (one JSON line per epoch)
     is rewritten from; `resume=True` continues from that checkpoint (or from `resume_from`) so the result
     equals an uninterrupted run.
+
+    Under torchrun (see distributed.py) the model trains wrapped in DistributedDataParallel with synchronized
+    BatchNorm, each rank on its slice of every batch; rank 0 alone validates, writes and prints, and every
+    rank returns the same weights.
     """
     start, history = 0, []
     path = os.path.join(run_dir, ckpt_name) if run_dir else None
@@ -131,23 +143,33 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
                             f"({lines[min(1, len(lines) - 1)][:200]}); rerun without --resume or choose "
                             f"another --save_dir") from None
         start, history = state["epoch"], list(state.get("history", []))
-        print(f"resuming from {path_in} after epoch {start}")
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        loss = train_epoch(model, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc, amp)
-        record = {"epoch": epoch + 1, "loss": round(loss, 5), "lr": sgd.optimizer.param_groups[0]["lr"],
-                  "seconds": round(time.perf_counter() - t0, 3)}
-        if val is not None:
-            record["val_acc"] = round(accuracy(predict_probs(model, val[0], val[0].device), val[1].cpu()), 3)
-        history.append(record)
-        if run_dir:
-            state = {"state_dict": model.state_dict(), "optimizer": sgd.optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": utils.rng_state(),
-                     "history": history}
-            state.update(extra or {})
-            utils.save_torch(state, path)
-            utils.write_lines(history, os.path.join(run_dir, "log.jsonl"))
-        print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+        if distributed.is_main():
+            print(f"resuming from {path_in} after epoch {start}")
+    main = distributed.is_main()
+    net, undo = distributed.wrap(model) if distributed.active() else (model, None)
+    try:
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            loss = train_epoch(net, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc, amp)
+            record = {"epoch": epoch + 1, "loss": round(loss, 5), "lr": sgd.optimizer.param_groups[0]["lr"],
+                      "seconds": round(time.perf_counter() - t0, 3)}
+            if val is not None and main:
+                record["val_acc"] = round(accuracy(predict_probs(model, val[0], val[0].device), val[1].cpu()), 3)
+            history.append(record)
+            if run_dir and main:
+                state = {"state_dict": model.state_dict(), "optimizer": sgd.optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": utils.rng_state(),
+                         "history": history}
+                state.update(extra or {})
+                utils.save_torch(state, path)
+                utils.write_lines(history, os.path.join(run_dir, "log.jsonl"))
+            if main:
+                print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+    finally:
+        if undo is not None:
+            del net
+            undo()
+    distributed.barrier()  # the last checkpoint is on disk before any rank reads it
     return model
 
 

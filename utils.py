@@ -11,6 +11,8 @@ import time
 import numpy as np
 import torch
 
+import distributed
+
 
 class UserError(Exception):
     """A problem the user can fix (bad flag, bad file); reported as one line, exit status 2."""
@@ -24,11 +26,14 @@ def cli(main):
         try:
             return main(argv)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            rank = distributed.rank()
+            print(f"{f'rank {rank}: ' if rank else ''}error: {err}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("error: interrupted; rerun with --resume to continue", file=sys.stderr)
             sys.exit(130)
+        finally:
+            distributed.cleanup()
 
     return wrapper
 
@@ -56,11 +61,15 @@ def resolve_device(name="auto", gpu=None):
 
 
 def start(args):
-    """Resolve the device, honour --deterministic, print the resolved args and git SHA; returns the device."""
+    """Resolve the device, honour --deterministic, join the process group when started by torchrun (each rank
+    then uses cuda:LOCAL_RANK on CUDA), print the resolved args and git SHA; returns the device."""
     device = resolve_device(args.device, args.gpu)
     if args.deterministic:
         deterministic()
-    print(f"args: {vars(args)}\ngit: {git_sha()}  device: {device}", flush=True)
+    device = distributed.setup(device)
+    if distributed.is_main():
+        ranks = f"  ranks: {distributed.world_size()}" if distributed.active() else ""
+        print(f"args: {vars(args)}\ngit: {git_sha()}  device: {device}{ranks}", flush=True)
     return device
 
 
@@ -105,6 +114,10 @@ os.umask(_UMASK)
 
 
 def _atomic_write(path, write):
+    """Write through a temp file and os.replace. Under torchrun only rank 0 writes (every rank holds the same
+    results); the others skip."""
+    if not distributed.is_main():
+        return
     folder = os.path.dirname(os.path.abspath(path))
     ensure_dir(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -195,12 +208,17 @@ class RunLock:
     """A lock file in a run folder: a second run into the same folder stops with one line.
 
     A lock left by a process that no longer runs (killed), or one without a valid pid, is taken over.
+    Under torchrun rank 0 holds it for all ranks.
     """
 
     def __init__(self, folder):
         self.path = os.path.join(folder, ".lock")
+        self.held = False
 
     def __enter__(self):
+        if not distributed.is_main():
+            return self
+        self.held = True
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -228,6 +246,6 @@ class RunLock:
         return tmp
 
     def __exit__(self, *exc):
-        if os.path.exists(self.path):
+        if self.held and os.path.exists(self.path):
             os.remove(self.path)
         return False

@@ -1,0 +1,234 @@
+"""Training on several processes under torchrun: the process group, batch shards, synchronized BatchNorm, DDP.
+
+`torchrun --nproc_per_node N script.py ...` starts N ranks (WORLD_SIZE = N). Every rank runs the whole script
+with the same seeds, so every rank draws the same shuffle, the same augmentation and the same random labels
+as one process would; `trainer.fit` then gives each rank its contiguous slice of every global batch
+(`--batch_size` stays the global batch), synchronizes BatchNorm statistics over the ranks and averages the
+gradients with DistributedDataParallel. Each rank's batch-mean loss is weighted by its share of the batch
+(n_rank * N / n_batch), so an uneven last batch still gives the gradient of the global batch mean. The
+all-reduced gradients are identical on every rank, so the masked step, the weights and the running
+statistics stay identical too. Only rank 0 writes files and prints.
+
+Backends: NCCL on CUDA (rank r on cuda:LOCAL_RANK), gloo on CPU. torch's SyncBatchNorm only accepts GPU
+inputs; on CPU `CPUSyncBatchNorm` computes the same statistics with two all-reduces.
+"""
+import datetime
+import inspect
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+# Rank 0 evaluates alone between training phases (main_imp's states, main_backdoor) while the other ranks
+# wait in their next collective: allow that wait to be long.
+TIMEOUT = datetime.timedelta(hours=2)
+
+
+def requested():
+    """True when started by torchrun (or any launcher) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device):
+    """Join the process group when WORLD_SIZE > 1; returns this rank's device (cuda:LOCAL_RANK on CUDA)."""
+    if not requested() or active():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            from utils import UserError
+            raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices are visible; "
+                            f"start at most that many processes per node")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+    return device
+
+
+def active():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank():
+    return dist.get_rank() if active() else 0
+
+
+def world_size():
+    return dist.get_world_size() if active() else 1
+
+
+def is_main():
+    """Whether this process writes files and prints: rank 0, or the only process."""
+    return rank() == 0
+
+
+def barrier():
+    if active():
+        dist.barrier()
+
+
+def cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- batch shards
+
+class Shard:
+    """A tensor that already is this rank's slice of a global batch of `n` examples (streamed data, where each
+    rank reads only its slice); `shard` passes it through."""
+
+    def __init__(self, tensor, n):
+        self.tensor, self.n = tensor, n
+
+
+def _first_tensor(obj):
+    if isinstance(obj, (torch.Tensor, Shard)) and (isinstance(obj, Shard) or obj.dim() > 0):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def shard(x, y):
+    """This rank's contiguous slice of a global batch, and (n_local, n_global) of its first tensor.
+
+    Every tensor in x and y (nested tuples and lists) is cut along dim 0 into world_size() contiguous pieces
+    (sizes differ by at most one, the larger first); a Shard is already this rank's piece; other values pass
+    unchanged.
+    """
+    r, w = rank(), world_size()
+
+    def cut(obj):
+        if isinstance(obj, Shard):
+            return obj.tensor
+        if isinstance(obj, torch.Tensor) and obj.dim() > 0:
+            return obj.tensor_split(w)[r]
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(cut(o) for o in obj)
+        return obj
+
+    first = _first_tensor(x)
+    if isinstance(first, Shard):
+        n, local = first.n, len(first.tensor)
+    else:
+        n = len(first) if first is not None else 1
+        local = len(first.tensor_split(w)[r]) if first is not None else 1
+    return cut(x), cut(y), local, n
+
+
+def weighted(loss, local, n):
+    """The loss each rank backpropagates: its shard's mean times n_local * world / n, so that DDP's average
+    over ranks is the gradient of the global batch mean (exact when every term of the loss is a mean over
+    the first tensor's examples, or does not depend on the batch)."""
+    scale = local * world_size() / n
+    return loss * scale if scale != 1 else loss
+
+
+def global_loss(loss, local, n):
+    """The global batch's mean loss (the number one process reports): sum of n_local * shard mean over ranks."""
+    part = loss.detach().float() * local if local else torch.zeros((), device=loss.device)
+    dist.all_reduce(part)
+    return part / n
+
+
+# ---------------------------------------------------------------- synchronized BatchNorm and DDP
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; its gradient is the sum over ranks of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch (all ranks), for CPU tensors.
+
+    Mean first, then the mean squared deviation (two all-reduces: the same two-pass statistics as torch's
+    BatchNorm); running statistics updated as torch does (unbiased variance, momentum or cumulative average).
+    Eval mode, or a module without running statistics kept in eval mode, is torch's BatchNorm.
+    """
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input):
+        if not self.training or not active():
+            return super().forward(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        dims = [0] + list(range(2, input.dim()))
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        x = input if input.dtype == torch.float64 else input.float()
+        count = torch.tensor([x.numel() / max(x.shape[1], 1)], dtype=x.dtype, device=x.device)
+        total = _AllReduceSum.apply(torch.cat([x.sum(dims), count]))
+        n = total[-1].detach()
+        mean = total[:-1] / n
+        dev = x - mean.view(shape)
+        var = _AllReduceSum.apply((dev * dev).sum(dims)) / n
+        out = dev * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                unbiased = var.detach() * (n / (n - 1)) if n > 1 else var.detach()
+                self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+        return out.to(input.dtype)
+
+
+def _sync_batchnorm(model):
+    """Replace every BatchNorm of `model` by its synchronized form sharing the same parameters and buffers
+    (so optimizers and masks still hold them); returns the swaps to undo."""
+    device = next(model.parameters()).device
+    swaps = []
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, nn.modules.batchnorm._BatchNorm) or isinstance(
+                    child, (nn.SyncBatchNorm, CPUSyncBatchNorm)):
+                continue
+            cls = nn.SyncBatchNorm if device.type == "cuda" else CPUSyncBatchNorm
+            sync = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync.weight, sync.bias = child.weight, child.bias
+            sync.running_mean, sync.running_var = child.running_mean, child.running_var
+            sync.num_batches_tracked = child.num_batches_tracked
+            sync.train(child.training)
+            setattr(parent, child_name, sync)
+            swaps.append((parent, child_name, child))
+    return swaps
+
+
+def wrap(model):
+    """(DDP module for training, undo): BatchNorms synchronized, gradients averaged over the ranks. `undo()`
+    puts the plain BatchNorms back (they hold the trained parameters and statistics)."""
+    from torch.nn.parallel import DistributedDataParallel
+    swaps = _sync_batchnorm(model)
+    device = next(model.parameters()).device
+    # the ranks compute identical buffers (synchronized statistics): no broadcast before every forward
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
+        DistributedDataParallel.__init__).parameters else "broadcast_buffers"
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  **{no_sync: False})
+
+    def undo():
+        for parent, child_name, child in swaps:
+            child.train(getattr(parent, child_name).training)
+            setattr(parent, child_name, child)
+
+    return ddp, undo
