@@ -28,16 +28,20 @@ A second invocation reuses every finished run and does only what is missing.
   python benchmark.py --print-commands > runs.sh        # one command per run, in dependency order
   python benchmark.py --collect DIR [DIR ...]           # the tables from eval_result.json files
   python benchmark.py --search                          # the validation search behind the preset's values
+  python benchmark.py --privacy 16                      # per-example privacy (challenge score, U-LiRA): privacy.md
+  python benchmark.py --launcher local --jobs 4         # 4 runs at once on this machine
+  python benchmark.py --launcher slurm --slurm_partition gpu   # every run a Slurm job; then --collect
 """
 import argparse
 import copy
+import functools
 import os
 import sys
 import time
 
 import utils
 from arg_parser import Parser, pos_int, ratio
-from suite import tables
+from suite import launch, tables
 from suite.presets import METHOD_ORDER, PRESETS, REFERENCE, flags, label, order_key
 from suite.runs import execute, plan, preflight, read_result
 from suite.search import SEARCH_MARKER, search
@@ -74,6 +78,10 @@ def parse(argv=None):
                       help="print one shell command per run (dependency order) and exit")
     mode.add_argument("--collect", nargs="+", metavar="DIR", help="build the tables from eval_result.json files")
     mode.add_argument("--search", action="store_true", help="validation search over the preset's grids")
+    mode.add_argument("--privacy", type=int, metavar="K", default=None,
+                      help="per-example privacy instead of the table: the unlearning challenge's score and U-LiRA "
+                           "from K unlearned and K retrained models per method (suite/privacy.py)")
+    launch.add_flags(p)
     return p.parse_args(argv)
 
 
@@ -142,12 +150,12 @@ def report(save_dir, meta, records, failures, published, plots=True):
     return rows, masking
 
 
-def run_benchmark(cfg, plots=True):
+def run_benchmark(cfg, plots=True, runner=execute):
     device = str(utils.resolve_device(cfg["device"] or "auto"))  # a bad --device fails here, not in every run
     preflight(cfg)
     start = time.perf_counter()
     runs = plan(cfg, cfg["save_dir"])
-    records, failures, counts, run_minutes = execute(runs, cfg["save_dir"])
+    records, failures, counts, run_minutes = runner(runs, cfg["save_dir"])
     minutes = (time.perf_counter() - start) / 60
     done = (f"{counts['ran']} runs made, {counts['reused']} reused, {counts['failed']} failed")
     meta = {"title": f"Unlearning benchmark: {cfg['preset']}", "config": cfg,
@@ -230,14 +238,25 @@ def main(argv=None):
 
 def _main(argv):
     args = parse(argv)
+    launch.check_flags(args)
     if args.collect:
         return collect(args.collect, args.save_dir, args.plots)
     cfg = resolve(args)
     if args.print_commands:
         return print_commands(cfg)
+    if args.privacy is not None:
+        from suite.privacy import run_privacy
+        if args.launcher == "slurm":
+            raise UserError("--privacy runs in this process, or in --jobs worker processes with --launcher local")
+        return run_privacy(cfg, args.privacy, args.plots, jobs=(args.jobs or 2) if args.launcher == "local" else 1)
+    if args.launcher == "slurm":
+        return launch.slurm_benchmark(cfg, args)
+    runner = execute
+    if args.launcher == "local":
+        runner = functools.partial(launch.run_local, jobs=args.jobs, device=cfg["device"])
     if args.search:
-        return search(cfg, args.plots)
-    return run_benchmark(cfg, args.plots)
+        return search(cfg, args.plots, runner)
+    return run_benchmark(cfg, args.plots, runner)
 
 
 if __name__ == "__main__":

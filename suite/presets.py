@@ -5,7 +5,8 @@ A preset holds the data and model (`dataset`, `arch`, `data` flags for every run
 `forget_class`), the training of the original model (`train`), one flag dict per method (`methods`,
 passed to main_forget.py; `retrain` also trains from scratch, so it mirrors `train`), the saliency
 `mask_ratio`, the number of `seeds`, and the validation-split `search` grids that chose the values
-of the small presets (see `python benchmark.py --search` and docs/presets.md).
+of the small presets (see `python benchmark.py --search` and docs/presets.md), and optionally the
+`slurm` resources of one run (suite/launch.py).
 """
 
 METHOD_ORDER = ("raw", "retrain", "FT", "GA", "RL", "fisher_new", "fisher", "wfisher", "FT_prune", "NegGrad_plus",
@@ -49,6 +50,7 @@ _CIFAR10 = {
     "dataset": "cifar10", "arch": "resnet18", "num_forget": 4500, "forget_class": 0, "seeds": 3,
     "mask_ratio": 0.5, "data": {"batch_size": 256},
     "train": {"epochs": 182, "lr": 0.1, "decreasing_lr": "91,136"},
+    "slurm": {"gpus": 1, "cpus": 8, "time": 360, "mem": 32},  # per run; not measured on a cluster
     "methods": {
         "raw": {},
         "retrain": {"unlearn_epochs": 160, "unlearn_lr": 0.1},
@@ -62,9 +64,16 @@ _CIFAR10 = {
         # bound 0.1; SalUn reruns BE and BS on this setting without stating other values.
         "BE": {"unlearn_epochs": 10, "unlearn_lr": 1e-5},
         "BS": {"unlearn_epochs": 10, "unlearn_lr": 1e-5, "bs_bound": 0.1},
-        # SalUn-soft: SalUn's RL settings (10 epochs at 0.013, the reference's batch order) and its mask ratio 0.5
-        # as the soft threshold; the public code's SalUn-soft is a different (proximal) update, see README.
-        "SalUn_soft": {"unlearn_epochs": 10, "unlearn_lr": 0.013, "rl_order": "reference", "salun_soft_ratio": 0.5},
+        # SalUn-soft: SalUn's RL settings (10 epochs at 0.013) with a soft-threshold share of 0.5 (SalUn's mask ratio).
+        "SalUn_soft": {"unlearn_epochs": 10, "unlearn_lr": 0.013, "salun_soft_ratio": 0.5},
+        # Not from the SalUn tables. NegGrad+: FT's settings, beta at its default. SCRUB: its public CIFAR setting
+        # (5 epochs at lr 5e-4, max-steps in the first 2). CF-k / EU-k: the last 3 layers, FT's and retrain's
+        # settings. SSD: its paper's ResNet-18 values (alpha 10, lambda 1).
+        "NegGrad_plus": {"unlearn_epochs": 10, "unlearn_lr": 0.01},
+        "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 5e-4},
+        "CF_k": {"unlearn_epochs": 10, "unlearn_lr": 0.01, "last_k": 3},
+        "EU_k": {"unlearn_epochs": 160, "unlearn_lr": 0.1, "last_k": 3},
+        "SSD": {"ssd_alpha": 10, "ssd_lambda": 1},
     },
     "published": True,  # retraining dominates the time: days on 2 CPU cores, hours per seed on one GPU
 }
@@ -79,6 +88,7 @@ PRESETS = {
         "dataset": "digits", "arch": "resnet20s", "scenario": "random", "num_forget": 121, "forget_class": 0,
         "seeds": 3, "mask_ratio": 0.5, "data": {"batch_size": 256},
         "train": {"epochs": 12, "lr": 0.1, "decreasing_lr": "6,9"},
+        "slurm": {"gpus": 0, "cpus": 2, "time": 15, "mem": 4},  # per run (benchmark.py --launcher slurm)
         "methods": {
             "raw": {},
             "retrain": {"unlearn_epochs": 12, "unlearn_lr": 0.1},
@@ -93,6 +103,9 @@ PRESETS = {
             "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 1.0, "last_k": 7},
             "EU_k": {"unlearn_epochs": 12, "unlearn_lr": 0.03, "last_k": 13},
             "SSD": {"ssd_alpha": 7, "ssd_lambda": 0.1},
+            "BE": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
+            "BS": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
+            "SalUn_soft": {"unlearn_epochs": 5, "unlearn_lr": 0.003},
         },
         "search": {
             "FT": {"unlearn_lr": [0.1, 0.3, 0.5, 0.6, 0.7], "unlearn_epochs": [5, 10]},
@@ -106,6 +119,9 @@ PRESETS = {
             "CF_k": {"unlearn_lr": [0.1, 0.3, 1.0], "last_k": [3, 7]},
             "EU_k": {"unlearn_lr": [0.03, 0.1], "last_k": [1, 3, 7, 13]},
             "SSD": {"ssd_alpha": [3, 5, 7, 10], "ssd_lambda": [0.1, 1]},
+            "BE": {"unlearn_lr": [0.001, 0.002, 0.004, 0.01]},
+            "BS": {"unlearn_lr": [0.001, 0.002, 0.004, 0.01]},
+            "SalUn_soft": {"unlearn_lr": [0.001, 0.003, 0.01, 0.03]},
         },
         "published": False,
     },
@@ -122,6 +138,7 @@ PRESETS = {
         "forget_class": 0, "seeds": 3, "mask_ratio": 0.5,
         "data": {"batch_size": 128, "input_size": 14, "train_subset": 5000, "no_aug": True},
         "train": {"epochs": 20, "lr": 0.1, "decreasing_lr": "10,15"},
+        "slurm": {"gpus": 0, "cpus": 4, "time": 30, "mem": 8},  # per run (benchmark.py --launcher slurm)
         "methods": {
             "raw": {},
             "retrain": {"unlearn_epochs": 20, "unlearn_lr": 0.1},
@@ -136,6 +153,9 @@ PRESETS = {
             "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 0.3, "last_k": 7},
             "EU_k": {"unlearn_epochs": 20, "unlearn_lr": 0.1, "last_k": 13},
             "SSD": {"ssd_alpha": 10, "ssd_lambda": 1},
+            "BE": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
+            "BS": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
+            "SalUn_soft": {"unlearn_epochs": 5, "unlearn_lr": 0.003},
         },
         "search": {
             "FT": {"unlearn_lr": [0.03, 0.1, 0.2, 0.4]},
@@ -149,6 +169,9 @@ PRESETS = {
             "CF_k": {"unlearn_lr": [0.1, 0.3], "last_k": [3, 7]},
             "EU_k": {"unlearn_lr": [0.03, 0.1], "last_k": [7, 13]},
             "SSD": {"ssd_alpha": [3, 5, 7, 10]},
+            "BE": {"unlearn_lr": [0.001, 0.01]},
+            "BS": {"unlearn_lr": [0.001, 0.01]},
+            "SalUn_soft": {"unlearn_lr": [0.003, 0.006, 0.013]},
         },
         "published": False,
     },

@@ -1,6 +1,7 @@
 """The benchmark's runs: one `Run` per call of main_baseline.py / main_forget.py, planned in dependency order,
 executed in-process (output to <root>/logs/), finished runs found and reused."""
 import contextlib
+import fcntl
 import os
 import shlex
 import sys
@@ -164,9 +165,43 @@ def _summary_line(run, result, wall):
             f"TA {s['TA']:6.2f}  RTE {s['RTE_minutes']:.3f} min  ({took})")
 
 
+def log_path(run, root):
+    """The file a run's output goes to: <root>/logs/seed_<s>_<run folder name>.log."""
+    return os.path.join(root, "logs", f"seed_{run.seed}_{os.path.basename(run.folder)}.log")
+
+
+def reusable(run, check_lock=True):
+    """The finished run's eval_result (see _finished), else None; stops with one line when a live process holds
+    the run folder's lock (check_lock=False where the writer may be on another machine, whose pid means nothing
+    here)."""
+    result = _finished(run)
+    if result is None and check_lock and os.path.isdir(run.folder):
+        with utils.RunLock(run.folder):  # another live writer there: stop with one line, record nothing
+            pass
+    return result
+
+
+def mark_failed(run, error):
+    """<run folder>/failed.json: what --collect reports for a run that failed."""
+    utils.write_json({"error": error, "argv": run.argv,
+                      "run": {"unlearn": run.method, "seed": run.seed, "masked": run.masked}},
+                     os.path.join(run.folder, "failed.json"))
+
+
+def clear_failed(run):
+    marker = os.path.join(run.folder, "failed.json")
+    if os.path.exists(marker):
+        os.remove(marker)
+
+
+def finished_result(run, result=None):
+    """After a successful attempt: its failure record removed, its eval_result."""
+    clear_failed(run)
+    return result or utils.read_json(os.path.join(run.folder, "eval_result.json"), "result")
+
+
 def _attempt(run, log):
     """Run one script in-process with its output in `log`: (eval_result, None) or (None, error text)."""
-    marker = os.path.join(run.folder, "failed.json")
     try:
         with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             print(f"$ {run.command}", flush=True)
@@ -177,12 +212,68 @@ def _attempt(run, log):
                 raise
     except RUN_ERRORS as err:
         error = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        utils.write_json({"error": error, "argv": run.argv,
-                          "run": {"unlearn": run.method, "seed": run.seed, "masked": run.masked}}, marker)
+        mark_failed(run, error)
         return None, f"{error} (log: {log})"
-    if os.path.exists(marker):
-        os.remove(marker)
-    return result or utils.read_json(os.path.join(run.folder, "eval_result.json"), "result"), None
+    return finished_result(run, result), None
+
+
+def store_time(root, key, seconds):
+    """Add one run's wall seconds to <root>/logs/times.json (under a file lock: runs may finish at once in
+    several processes); returns every stored time (only reads them when `seconds` is None)."""
+    logs = utils.ensure_dir(os.path.join(root, "logs"))
+    path = os.path.join(logs, "times.json")
+    if seconds is None:
+        return utils.read_json(path, "run times") if os.path.exists(path) else {}
+    with open(os.path.join(logs, ".times.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        times = utils.read_json(path, "run times") if os.path.exists(path) else {}
+        times[key] = seconds
+        utils.write_json(times, path)
+    return times
+
+
+class Tally:
+    """The benchmark's account of its runs, in the order they are reported: records of the unlearning runs,
+    failure records, counts of runs made, reused and failed, and each run's wall time (root/logs/times.json)."""
+
+    def __init__(self, root):
+        self.root = root
+        self.records, self.failures, self.broken = [], [], {}
+        self.counts = {"ran": 0, "reused": 0, "failed": 0}
+        self.times = store_time(root, None, None)
+
+    def key(self, run):
+        return os.path.relpath(run.folder, self.root)
+
+    def blocked(self, run):
+        """The error of a run whose original model failed, else None."""
+        return f"its original model failed: {self.broken[run.seed]}" if run.seed in self.broken else None
+
+    def add(self, run, result=None, error=None, wall=None):
+        """One run's outcome (a result and wall=None: reused; a result and its wall seconds: made now; an
+        error: failed); returns its line for the log on screen."""
+        if error is not None:
+            self.counts["failed"] += 1
+            if run.method == "original":
+                self.broken[run.seed] = error
+            else:
+                self.failures.append({"method": run.method, "masked": run.masked, "seed": run.seed, "error": error})
+            return f"seed {run.seed}  {run.label:<22} FAILED: {error}"
+        key = self.key(run)
+        if wall is None:
+            self.counts["reused"] += 1
+            line, wall = _summary_line(run, result, None), self.times.get(key)
+        else:
+            self.counts["ran"] += 1
+            self.times = store_time(self.root, key, wall)
+            line = _summary_line(run, result, wall)
+        if run.method != "original":
+            self.records.append(_record(run, result, wall))
+        return line
+
+    def minutes(self, runs):
+        """The runs' summed wall minutes (reused runs included)."""
+        return sum(self.times.get(self.key(r)) or 0 for r in runs) / 60
 
 
 def execute(runs, root, quiet=False):
@@ -194,43 +285,19 @@ def execute(runs, root, quiet=False):
     Returns (records, failures, counts, minutes): counts of runs made, reused and failed; the runs' summed
     wall minutes (reused runs included).
     """
-    records, failures, broken = [], [], {}
-    counts = {"ran": 0, "reused": 0, "failed": 0}
-    logs = utils.ensure_dir(os.path.join(root, "logs"))
-    times_path = os.path.join(logs, "times.json")
-    times = utils.read_json(times_path, "run times") if os.path.exists(times_path) else {}
+    tally = Tally(root)
     bar = tqdm(runs, desc="benchmark", unit="run", file=sys.stderr, dynamic_ncols=True, disable=quiet or None)
     for run in bar:
         bar.set_description(f"seed {run.seed} {run.label}")
-        key = os.path.relpath(run.folder, root)
-        result, error = _finished(run), None
-        if result is None and os.path.isdir(run.folder):
-            with utils.RunLock(run.folder):  # another live writer there: stop with one line, record nothing
-                pass
-        if result is not None:
-            counts["reused"] += 1
-            wall = times.get(key)
-            line = _summary_line(run, result, None)
-        elif run.seed in broken:
-            error = f"its original model failed: {broken[run.seed]}"
+        result = reusable(run)
+        error = None if result is not None else tally.blocked(run)
+        if result is not None or error is not None:
+            line = tally.add(run, result, error)
         else:
             start = time.perf_counter()
-            result, error = _attempt(run, os.path.join(logs, f"seed_{run.seed}_{os.path.basename(run.folder)}.log"))
-            if result is not None:
-                wall = times[key] = round(time.perf_counter() - start, 2)
-                utils.write_json(times, times_path)
-                counts["ran"] += 1
-                line = _summary_line(run, result, wall)
-        if error is not None:
-            counts["failed"] += 1
-            if run.method == "original":
-                broken[run.seed] = error
-            else:
-                failures.append({"method": run.method, "masked": run.masked, "seed": run.seed, "error": error})
-            line = f"seed {run.seed}  {run.label:<22} FAILED: {error}"
-        elif run.method != "original":
-            records.append(_record(run, result, wall))
+            result, error = _attempt(run, log_path(run, root))
+            line = tally.add(run, result, error, round(time.perf_counter() - start, 2))
         if not quiet or error is not None:
             _say(bar, line)
     bar.close()
-    return records, failures, counts, sum(times.get(os.path.relpath(r.folder, root)) or 0 for r in runs) / 60
+    return tally.records, tally.failures, tally.counts, tally.minutes(runs)

@@ -11,7 +11,7 @@ SEARCH_MARKER = "search_marker.json"  # --collect skips folders holding it
 SEARCH_VAL_DROP = 5.0  # a value may cost at most this many points of validation accuracy on any search seed
 
 
-def search(cfg, plots=True):
+def search(cfg, plots=True, runner=execute):
     """Choose each method's value on the validation splits of SEARCH_SEEDS (no benchmark seed, no test set).
 
     Per seed, score = mean |method - retrain| over UA, RA, MIA-Efficacy and validation accuracy. A value keeps
@@ -40,7 +40,7 @@ def search(cfg, plots=True):
         name = method + "".join(f"_{k}{format(v, 'g')}" for k, v in point.items())
         for seed in seeds:
             grid_runs[(name, seed)] = forget_run(cfg, seed, root, method, False, point, run_name=name)
-    records, _, _, _ = execute(runs + list(grid_runs.values()), root)
+    records, _, _, _ = runner(runs + list(grid_runs.values()), root)
     by_folder = {r["folder"]: r for r in records}
     base = {seed: tuple(by_folder.get(run.folder) for run in refs[seed]) for seed in seeds}
     if any(None in pair for pair in base.values()):
