@@ -103,8 +103,8 @@ PRESETS = {
             "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 1.0, "last_k": 7},
             "EU_k": {"unlearn_epochs": 12, "unlearn_lr": 0.03, "last_k": 13},
             "SSD": {"ssd_alpha": 7, "ssd_lambda": 0.1},
-            "BE": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
-            "BS": {"unlearn_epochs": 5, "unlearn_lr": 0.01},
+            "BE": {"unlearn_epochs": 5, "unlearn_lr": 0.004},
+            "BS": {"unlearn_epochs": 5, "unlearn_lr": 0.002},
             "SalUn_soft": {"unlearn_epochs": 5, "unlearn_lr": 0.003},
         },
         "search": {
