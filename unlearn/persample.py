@@ -10,7 +10,8 @@ So every per-example quantity costs about one ordinary backward pass, not one pa
   no per-example expansion: sum_i w_i g_i^2 = sum_pq (w D_p D_q)^T (U_p U_q), one matmul over the pairs of
   positions p, q.
 - `group_sq_grads`: the class-wise Fisher of `fisher_new` over batches of consecutive examples: one backward
-  pass per class, then one matmul per batch (sum over its examples and positions of D_i^T U_i).
+  pass per class, then per layer one batched matmul giving every batch's sum over its examples and positions
+  of D_i^T U_i.
 - `Records`: the n x P matrix G of per-example gradients in factored form, giving K = G G^T, G v and
   G^T w without forming G. Where L^2 (in + out) < in * out, a pair costs L^2 (in + out) instead of in * out through
   g_i . g_j = sum_pq (D_i D_j^T)_pq (U_i U_j^T)_pq.
@@ -27,7 +28,6 @@ RECORD_FLOATS = 2**28  # layer inputs and output gradients held per batched pass
 BLOCK_FLOATS = 2**25  # per-example gradients expanded at once for the Gram matrix (128 MiB)
 KEEP_FLOATS = 2**28  # a layer's whole per-example gradient matrix is kept while the Gram matrix is built (1 GiB)
 CACHE_FLOATS = 2**21  # per-example terms formed at once for sum_i g_i^2 (8 MiB: cache-sized blocks run fastest)
-GROUPED_CONV = 1024  # from this many output positions x input channels, batch sums use a grouped-conv kernel
 PAIR_POSITIONS = 4  # up to this many output positions, sum_i g_i^2 is taken through position pairs
 GHOST_ROWS = 2048  # example-positions per side of a Gram block
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -172,9 +172,10 @@ def sq_grad_sums(model, x, y, chunk=0):
 
 class _Grouped:
     """A pass over x laid out for batch sums: padded to G batches of `group` and permuted so that row j * G + g
-    is example j of batch g. Every layer's input and output gradient then read (group, G, ...) without a copy,
-    so a batch's weight gradient over all G batches is one grouped-convolution (or batched matmul) call.
-    Padding rows get a zero output gradient, so they add nothing."""
+    is example j of batch g, so every layer's records read as (group, G, ...). Padding rows get a zero output
+    gradient, so they add nothing. Each layer's input is prepared once for all classes: BatchNorm's normalized
+    input, and a convolution's unfolded patches as (G, group x positions, in x kernel), contiguous, so that a
+    class's batch gradients of that layer are one batched matmul."""
 
     def __init__(self, model, mods, x, group):
         n = len(x)
@@ -189,58 +190,64 @@ class _Grouped:
         probs = self.pass_.probs * self.real[:, None]
         self.mean_probs = probs.view(group, G, -1).sum(0) / self.sizes[:, None]  # (G, classes): batch means
         self.cache = {}
+        widest = max(m.weight.numel() for _, m in mods if not isinstance(m, BATCHNORM))
+        self.buffer = torch.empty(G * widest, device=x.device)  # reused: fresh pages for every result are slow
 
     def backward(self, c, retain):
         n = len(self.pass_.probs)
         return self.pass_.backward(torch.full((n,), c, device=self.real.device), retain, scale=self.real)
 
-    def sums(self, m, d):
-        """{parameter name: (G, *shape)}: each batch's summed gradient for one layer's output gradient d."""
-        a, group, G = self.pass_.inputs[m], self.group, self.G
-        if isinstance(m, BATCHNORM):
-            if m not in self.cache:
+    def _prepared(self, m):
+        if m not in self.cache:
+            a, group, G = self.pass_.inputs[m], self.group, self.G
+            if isinstance(m, BATCHNORM):
                 shape = (1, -1) + (1,) * (a.dim() - 2)
                 self.cache[m] = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
-            dims = tuple(range(2, a.dim()))
-            out = {"weight": (d * self.cache[m]).sum(dims) if dims else d * self.cache[m],
-                   "bias": d.sum(dims) if dims else d}
+            elif isinstance(m, nn.Conv2d):
+                U = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (n, in x kernel, L)
+                self.cache[m] = U.view(group, G, *U.shape[1:]).permute(1, 0, 3, 2).reshape(G, -1, U.shape[1])
+            else:  # Linear: output positions are its input's middle dimensions
+                self.cache[m] = a.reshape(group, G, -1, a.shape[-1]).transpose(0, 1).reshape(G, -1, a.shape[-1])
+        return self.cache[m]
+
+    def sums(self, m, d):
+        """{parameter name: (G, *shape)}: each batch's summed gradient for one layer's output gradient d. A weight's
+        result lives in a buffer that the next call overwrites."""
+        group, G = self.group, self.G
+        prep = self._prepared(m)
+        if isinstance(m, BATCHNORM):
+            dims = tuple(range(2, d.dim()))
+            out = {"weight": (d * prep).sum(dims) if dims else d * prep, "bias": d.sum(dims) if dims else d}
             return {k: v.view(group, G, -1).sum(0) for k, v in out.items()}
         cout = m.weight.shape[0]
-        D = d.reshape(group, G, cout, -1)  # (group, G, out, L)
-        if isinstance(m, nn.Conv2d) and D.shape[3] * m.in_channels >= GROUPED_CONV:
-            side_a = a.reshape(group, G * m.in_channels, *a.shape[2:])
-            side_d = d.reshape(group, G * cout, *d.shape[2:])
-            weight = torch.nn.grad.conv2d_weight(side_a, (G * cout, *m.weight.shape[1:]), side_d, m.stride, m.padding,
-                                                 m.dilation, groups=G)
-        elif isinstance(m, nn.Conv2d):
-            if m not in self.cache:
-                U = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)
-                self.cache[m] = U.view(group, G, -1, D.shape[3])
-            weight = torch.einsum("jgol,jgkl->gok", D, self.cache[m])
-        else:  # Linear: output positions are its input's middle dimensions
-            D = d.reshape(group, G, -1, cout)
-            weight = torch.einsum("jglo,jgli->goi", D, a.reshape(group, G, -1, a.shape[-1]))
-            D = D.transpose(2, 3)
-        out = {"weight": weight.reshape(G, *m.weight.shape)}
+        if isinstance(m, nn.Conv2d):
+            D = d.reshape(group, G, cout, -1).permute(1, 2, 0, 3).reshape(G, cout, -1)  # (G, out, group x L)
+        else:
+            D = d.reshape(group, G, -1, cout).permute(1, 3, 0, 2).reshape(G, cout, -1)
+        weight = self.buffer[:G * m.weight.numel()].view(G, cout, -1)
+        out = {"weight": torch.bmm(D, prep, out=weight).view(G, *m.weight.shape)}
         if m.bias is not None:
-            out["bias"] = D.sum((0, 3))
+            out["bias"] = D.sum(2)
         return out
+
+
+def _unfolded_floats(mods, one):
+    """Floats of the prepared (unfolded) convolution inputs per example, from a one-example pass."""
+    return sum(m.weight[0].numel() * one.outputs[m][0, 0].numel() for _, m in mods if isinstance(m, nn.Conv2d))
 
 
 def group_sq_grads(model, x, group, chunk=0):
     """Golatkar et al.'s Fisher diagonal over consecutive batches of `group` examples (the last may be
     smaller): mean over batches of sum_y mean_b p(y|x) * (d mean_b CE(x, y) / dw)^2.
 
-    One forward pass per chunk of whole batches and one backward pass per class give every layer's
-    output gradient; each layer's batch gradients are then one grouped-convolution or batched-matmul call.
-    A chunk keeps its largest layer's input and output gradient within BLOCK_FLOATS (and all recorded
-    tensors within --grad_chunk examples or RECORD_FLOATS)."""
+    One forward pass per chunk of whole batches and one backward pass per class give every layer's output
+    gradient; each layer's batch gradients for a class are then one batched matmul against its prepared input.
+    A chunk holds --grad_chunk examples, or as many as keep the records and prepared inputs near RECORD_FLOATS."""
     mods = layers(model)
     total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     one = Pass(model, mods, x[:1])
-    widest = max(one.inputs[m].numel() + one.outputs[m].numel() for _, m in mods)
-    fits = min(chunk or RECORD_FLOATS // one.floats(), BLOCK_FLOATS // widest)
-    step = max(group, fits // group * group)
+    step = chunk or RECORD_FLOATS // (one.floats() + _unfolded_floats(mods, one))
+    step = max(group, step // group * group)
     for s in range(0, len(x), step):
         p = _Grouped(model, mods, x[s:s + step], group)
         classes = p.mean_probs.shape[1]
