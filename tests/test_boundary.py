@@ -172,39 +172,55 @@ def fixed_batches(splits):
     return (lambda epoch: iter([(x, y)])), 1, x, y
 
 
-def test_salun_soft_is_rl_with_a_proximal_soft_threshold(setup, monkeypatch):
-    """Three epochs of one step each, momentum 0, weight decay 0, against a transcription of the update:
-    w <- w - lr g, then d = w - w_epoch_start is soft-thresholded at the k-th smallest |d|, k = int(r (T-t-1)/T N)."""
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
+def test_salun_soft_is_rl_with_a_proximal_soft_threshold(setup, monkeypatch, masked):
+    """Three epochs of one step each, momentum 0, weight decay 0. Each step, from the method's weights before it,
+    against a transcription of the update: w <- w - lr g (masked), then d = w - w_epoch_start is soft-thresholded
+    at the k-th smallest |d| over the allowed weights, k = int(r (T-t-1)/T N), N the number of allowed weights.
+    (Step by step: the threshold's rank makes whole runs sensitive to rounding.)"""
     import unlearn.methods as methods
     splits, meta = setup
     make, steps, x, y = fixed_batches(splits)
     monkeypatch.setattr(methods, "_rl_batches", lambda splits, args: (make, steps))
+    snaps, run = [], loop.run
+
+    def recording_run(model, args, mask, make_batches, steps, after_step=None, **kw):
+        def after():
+            after_step()
+            snaps.append([p.detach().clone() for p in model.parameters()])
+        return run(model, args, mask, make_batches, steps, after_step=after, **kw)
+
+    monkeypatch.setattr(loop, "run", recording_run)
     args = method_args(unlearn_epochs=3, momentum=0.0, weight_decay=0.0, unlearn_lr=0.2, salun_soft_ratio=0.6)
     start = trainer.init_model(meta, 0, "cpu")
+    mask = random_mask(start, seed=5) if masked else None
+    METHODS["SalUn_soft"](copy.deepcopy(start), splits, args, CPU, mask)
     ref = copy.deepcopy(start).train()
-    params = list(ref.parameters())
-    n, total, reset = sum(p.numel() for p in params), 3, []
+    named = list(ref.named_parameters())
+    allow = [mask[n] if masked else torch.ones_like(p, dtype=torch.bool) for n, p in named]
+    n, total, reset = sum(int(a.sum()) for a in allow), 3, []
     for t in range(total):
-        w0 = [p.detach().clone() for p in params]
+        w0 = [p.detach().clone() for _, p in named]
         ref.zero_grad()
         F.cross_entropy(ref(x), y).backward()
         with torch.no_grad():
-            for p in params:
-                p -= 0.2 * p.grad
+            for (_, p), a in zip(named, allow):
+                p -= 0.2 * p.grad * a
             k = int(0.6 * (total - t - 1) / total * n)
             if k:
-                d = torch.cat([(p - w).flatten() for p, w in zip(params, w0)])
+                d = torch.cat([(p - w)[a] for (_, p), w, a in zip(named, w0, allow)])
                 tau = d.abs().sort().values[k - 1]
-                for p, w in zip(params, w0):
+                for (_, p), w in zip(named, w0):
                     dp = p - w
                     p.copy_(w + dp.sign() * (dp.abs() - tau).clamp(min=0))
-            reset.append(sum(int((p == w).sum()) for p, w in zip(params, w0)))
-    out = METHODS["SalUn_soft"](copy.deepcopy(start), splits, args, CPU, None)
-    for (name, a), b in zip(out.named_parameters(), params):
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6, msg=name)
+            for (_, p), got in zip(named, snaps[t]):
+                torch.testing.assert_close(got, p.detach(), rtol=1e-5, atol=1e-6)
+                p.copy_(got)  # the next step starts from the method's weights
+            reset.append(sum(int((p == w)[a].sum()) for (_, p), w, a in zip(named, w0, allow)))
     assert reset[0] >= int(0.6 * 2 / 3 * n) and reset[-1] < reset[0]  # the share reset to 0 falls to none
-    rl = METHODS["RL"](copy.deepcopy(start), splits, args, CPU, None)
-    assert any(not torch.allclose(a, b) for a, b in zip(rl.parameters(), out.parameters()))
+    monkeypatch.setattr(loop, "run", run)
+    rl = METHODS["RL"](copy.deepcopy(start), splits, args, CPU, mask)
+    assert any(not torch.allclose(a, b) for a, b in zip(rl.parameters(), snaps[-1]))
 
 
 # ------------------------------------------------------------------------------------------------ end to end

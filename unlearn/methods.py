@@ -81,17 +81,19 @@ def RL(model, splits, args, device, mask, run_dir=None):
 def SalUn_soft(model, splits, args, device, mask, run_dir=None):
     """SalUn-soft (SalUn's soft-thresholding variant; the reference's RL_proximal): RL, and after every step a
     proximal step of an l1 penalty on the change since the start of the epoch, d = w - w_e: every d is
-    soft-thresholded, d <- sign(d) max(|d| - tau, 0), tau = the k-th smallest |d| over all parameters,
-    k = int(r (T - t - 1) / T * N) at step t of T (r = --salun_soft_ratio, N parameters): a share r of the
-    changes is reset to 0 at first, none by the end. Masked-out weights never change, so they stay exact.
+    soft-thresholded, d <- sign(d) max(|d| - tau, 0), tau = the k-th smallest |d| over the N weights the mask
+    allows (all weights without a mask), k = int(r (T - t - 1) / T * N) at step t of T (r = --salun_soft_ratio):
+    a share r of the allowed changes is reset to 0 at first, none by the end. Masked-out weights never change.
     """
     make_batches, steps = _rl_batches(splits, args)
-    params = list(model.parameters())
-    total, count = args.unlearn_epochs * steps, sum(p.numel() for p in params)
+    named = list(model.named_parameters())
+    free = [mask[n] if mask and n in mask else None for n, _ in named]
+    total = args.unlearn_epochs * steps
+    count = sum(p.numel() if f is None else int(f.sum()) for (_, p), f in zip(named, free))
     state = {}
 
     def batches(epoch):
-        state["start"], state["step"] = [p.detach().clone() for p in params], epoch * steps
+        state["start"], state["step"] = [p.detach().clone() for _, p in named], epoch * steps
         return make_batches(epoch)
 
     def proximal():
@@ -100,9 +102,10 @@ def SalUn_soft(model, splits, args, device, mask, run_dir=None):
         if k < 1:
             return
         with torch.no_grad():
-            diffs = [p - w for p, w in zip(params, state["start"])]
-            tau = torch.kthvalue(torch.cat([d.flatten() for d in diffs]).abs(), k).values
-            for p, w, d in zip(params, state["start"], diffs):
+            diffs = [p - w for (_, p), w in zip(named, state["start"])]
+            allowed = torch.cat([(d if f is None else d[f]).flatten() for d, f in zip(diffs, free)])
+            tau = torch.kthvalue(allowed.abs(), k).values
+            for (_, p), w, d in zip(named, state["start"], diffs):
                 p.copy_(torch.where(d > tau, p - tau, torch.where(d < -tau, p + tau, w)))
 
     return loop.run(model, args, mask, batches, steps, run_dir=run_dir, desc="SalUn_soft", after_step=proximal)
