@@ -311,7 +311,7 @@ BAD_INPUT = [
     case("benchmark-unlearn-epochs-inf", "benchmark", ["--unlearn_epochs", "inf"], "--unlearn_epochs", "'inf'"),
     case("benchmark-mask-ratio-nan", "benchmark", ["--mask_ratio", "nan"], "--mask_ratio", "not a finite number"),
     case("benchmark-seeds-0", "benchmark", ["--seeds", "0"], "--seeds", "seed count"),
-    case("benchmark-unknown-method", "benchmark", ["--methods", "FT,SCRUB"], "SCRUB", "choose from"),
+    case("benchmark-unknown-method", "benchmark", ["--methods", "FT,RL_proximal"], "RL_proximal", "choose from"),
     case("benchmark-unknown-preset", "benchmark", ["--preset", "imagenet"], "imagenet", "invalid choice"),
     case("benchmark-save-dir-under-file", "benchmark", ["--save_dir", UNDER_A_FILE], "choose another --save_dir"),
     case("benchmark-cuda-missing", "benchmark", ["--device", "cuda"], "'cuda'", "--device cpu",
