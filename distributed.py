@@ -26,12 +26,12 @@ TIMEOUT = datetime.timedelta(hours=2)
 
 
 def requested():
-    """True when started by torchrun (or any launcher) with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when started by torchrun (even with one process) or by another launcher with more than one."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def setup(device):
-    """Join the process group when WORLD_SIZE > 1; returns this rank's device (cuda:LOCAL_RANK on CUDA)."""
+    """Join the process group when `requested()`; returns this rank's device (cuda:LOCAL_RANK on CUDA)."""
     if not requested() or active():
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -47,7 +47,7 @@ def setup(device):
 
 
 def active():
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return dist.is_available() and dist.is_initialized()
 
 
 def rank():
