@@ -9,10 +9,10 @@ method's Avg. Gap without and with the mask and their difference paired by seed,
 interval and a verdict (SalUn vs RL is RL's line). The original model ("Original", method raw) is shown too.
 
 Presets (suite/presets.py, docs/presets.md):
-  digits         scikit-learn's 8x8 digits, resnet20s, forget 10% at random, 3 seeds (default; 45 runs,
-                 1.4 minutes measured on 2 idle CPU cores)
+  digits         scikit-learn's 8x8 digits, resnet20s, forget 10% at random, 3 seeds (default; 93 runs,
+                 1.8 minutes measured on 2 idle CPU cores)
   fashionmnist   the first 5,000 Fashion-MNIST training images (Debian's package) at 14x14, resnet20s,
-                 forget 10% at random, 3 seeds (45 runs; 42 minutes measured on 2 shared CPU cores)
+                 forget 10% at random, 3 seeds (93 runs; about 70 minutes of runs measured on 2 partly shared CPU cores)
   cifar10        the papers' setting: ResNet-18, 182 epochs at lr 0.1 (drops at 91, 136); retrain 160 epochs
                  at 0.1; FT 10 epochs at 0.01; GA 5 at 1e-4; RL 10 at 0.013; l1-sparse 10 at 0.01 with
                  alpha 5e-4; forget 4,500 training images at random; SalUn's Table 1 printed beside each row

@@ -81,10 +81,10 @@ _CIFAR10 = {
 PRESETS = {
     # Real 8x8 handwritten digits shipped with scikit-learn (no download). 1,347 training images; the seed's
     # validation split keeps 1,217, of which 121 (10%) are forgotten. Method values: chosen by the --search
-    # grids below (seeds 0 and 99; the table and the reasoning are in docs/presets.md). 45 runs: about 3
-    # minutes on 2 idle CPU cores, 14 minutes measured on 2 cores shared with other jobs.
+    # grids below (seeds 0 and 99; the table and the reasoning are in docs/presets.md). 93 runs: 1.8 minutes
+    # measured on 2 idle CPU cores from a clean clone.
     "digits": {
-        "about": "scikit-learn digits, resnet20s, forget 10% at random; 3-15 minutes on 2 CPU cores",
+        "about": "scikit-learn digits, resnet20s, forget 10% at random; about 2 minutes on 2 idle CPU cores",
         "dataset": "digits", "arch": "resnet20s", "scenario": "random", "num_forget": 121, "forget_class": 0,
         "seeds": 3, "mask_ratio": 0.5, "data": {"batch_size": 256},
         "train": {"epochs": 12, "lr": 0.1, "decreasing_lr": "6,9"},
