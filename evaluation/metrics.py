@@ -1,19 +1,16 @@
 """Model outputs and accuracy.
 
-`predict_probs` turns a model and an image tensor into softmax probabilities on the CPU;
+`predict_logits` / `predict_probs` turn a model and an image tensor into logits / softmax probabilities on
+the CPU;
 `accuracy` scores those probabilities against labels, in percent.
 """
 
 import torch
 
 
-def predict_probs(model, x, device, batch_size=1024):
-    """Softmax probabilities (N, C) as float32 on the CPU.
-
-    `x` is an NCHW float tensor in [0, 1] on any device. The model is run in eval mode under
-    `torch.inference_mode()` and its previous training mode is restored afterwards.
-    An empty `x` gives `torch.empty(0, 0)` (the class count is unknown without a forward pass).
-    """
+def _batched_outputs(model, x, device, batch_size, head):
+    """head(model(batch)) for every batch of `x`, on the CPU, concatenated; eval mode under
+    `torch.inference_mode()`, the previous training mode restored. An empty `x` gives `torch.empty(0, 0)`."""
     if len(x) == 0:
         return torch.empty(0, 0)
     was_training = model.training
@@ -23,10 +20,20 @@ def predict_probs(model, x, device, batch_size=1024):
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 batch = x[start:start + batch_size].to(device, non_blocking=True)
-                out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+                out.append(head(model(batch).float()).cpu())
     finally:
         model.train(was_training)
     return torch.cat(out)
+
+
+def predict_logits(model, x, device, batch_size=1024):
+    """Logits (N, C) as float32 on the CPU (`x`: an NCHW float tensor in [0, 1] on any device)."""
+    return _batched_outputs(model, x, device, batch_size, lambda z: z)
+
+
+def predict_probs(model, x, device, batch_size=1024):
+    """Softmax probabilities (N, C) as float32 on the CPU (`x`: an NCHW float tensor in [0, 1] on any device)."""
+    return _batched_outputs(model, x, device, batch_size, lambda z: torch.softmax(z, dim=1))
 
 
 def accuracy(probs, y):

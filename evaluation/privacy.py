@@ -45,7 +45,6 @@ U-LiRA (Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoi
 import math
 
 import numpy as np
-import torch
 
 DELTA = 1e-5
 EPSILON_CAP = 50.0
@@ -58,20 +57,6 @@ MIN_STD = 1e-6  # U-LiRA: floor of a fitted standard deviation
 
 
 # ---------------------------------------------------------------- the statistic
-
-def forward_logits(model, x, device, batch_size=1024):
-    """The model's logits (N, C) as float64 on the CPU, in eval mode (the previous mode is restored)."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                out.append(model(x[start:start + batch_size].to(device)).double().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0, dtype=torch.float64)
-
 
 def logit_confidence(logits, y):
     """log p_y - log sum_{k != y} p_k per row, computed as z_y - logsumexp_{k != y} z_k (float64)."""

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import utils
 from evaluation import privacy as P
+from evaluation.metrics import predict_logits
 from suite import runs as bench_runs
 from suite.presets import NAMES, REFERENCE, UNMASKED_ONLY, flags, label, order_key
 from utils import UserError
@@ -135,7 +136,7 @@ def statistics(model, splits, device):
     out = {}
     for name in ("forget", "retain", "test"):
         x, y = splits.xy(name)
-        logits = P.forward_logits(model, x, device)
+        logits = predict_logits(model, x, device).double()
         if not np.isfinite(logits.numpy()).all():
             raise UserError(f"the model's outputs on the {name} set are NaN or infinite: the run diverged")
         out[name] = (logits, y.cpu())

@@ -84,3 +84,14 @@ def digits_run(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     return SimpleNamespace(dir=folder, proc=proc, checkpoint=folder / "checkpoint.pt",
                            eval_result=folder / "eval_result.json", log=folder / "log.jsonl")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """(splits, meta): digits with 40 examples forgotten at random (seed 2) and resnet20s's model metadata."""
+    import dataset
+    import trainer
+    raw = dataset.load_dataset("digits")
+    splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=40)
+    meta = trainer.model_meta(SimpleNamespace(arch="resnet20s", dataset="digits", imagenet_arch=False), raw)
+    return splits, meta

@@ -18,14 +18,6 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
-@pytest.fixture(scope="module")
-def setup():
-    raw = dataset.load_dataset("digits")
-    splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=40)
-    meta = trainer.model_meta(types.SimpleNamespace(arch="resnet20s", dataset="digits", imagenet_arch=False), raw)
-    return splits, meta
-
-
 def method_args(**kw):
     base = dict(unlearn_lr=0.05, unlearn_epochs=1, momentum=0.9, weight_decay=5e-4, decreasing_lr=[], warmup=0,
                 batch_size=48, no_aug=False, resume=False, train_seed=1, amp=False, grad_chunk=0,

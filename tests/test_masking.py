@@ -18,15 +18,6 @@ SOFT_METHODS = {"SalUn_soft"}  # its soft-thresholding resets many allowed chang
 FORGET_ONLY_METHODS = {"GA", "BS", "BE"}  # train on the 40 forget examples only
 
 
-@pytest.fixture(scope="module")
-def setup():
-    raw = dataset.load_dataset("digits")
-    splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=40)
-    args = types.SimpleNamespace(arch="resnet20s", dataset="digits", imagenet_arch=False)
-    meta = trainer.model_meta(args, raw)
-    return splits, meta
-
-
 def random_mask(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()}
