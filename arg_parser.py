@@ -65,124 +65,156 @@ def ratios(text):
 def _data(p):
     from dataset import DATASETS
     from models import MODELS
-    p.add_argument("--data", default="./data", help="folder holding (or receiving) the datasets")
-    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
-    p.add_argument("--arch", default="resnet18", choices=sorted(MODELS))
-    p.add_argument("--input_size", type=pos_int, default=None, help="resize images to this size")
-    p.add_argument("--train_subset", type=pos_int, default=None,
-                   help="use only the first N training images (before the validation split)")
-    p.add_argument("--data_dir", default="./tiny-imagenet-200",
-                   help="TinyImagenet image folder (imagenet: train/ and val/ under --data)")
-    p.add_argument("--num_workers", "--workers", type=nonneg_int, default=4,
-                   help="processes reading streamed images (--stream, imagenet); tensor data ignores it")
-    p.add_argument("--stream", action="store_true",
-                   help="read image-folder datasets (TinyImagenet) from their files batch by batch instead of "
-                        "holding them as tensors; imagenet always streams")
-    p.add_argument("--num_classes", type=pos_int, default=None, help="checked against the dataset")
-    p.add_argument("--imagenet_arch", action="store_true", help="ImageNet stem (7x7 conv + max-pool)")
-    p.add_argument("--seed", type=int, default=2, help="seed for the validation split and forget set")
-    p.add_argument("--train_seed", type=int, default=1, help="seed for initialization and batch order")
-    p.add_argument("--gpu", type=nonneg_int, default=None, help="CUDA device index")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
-    p.add_argument("--save_dir", default="./results", help="folder for checkpoints and results")
-    p.add_argument("--resume", action="store_true", help="continue the run found in --save_dir")
-    p.add_argument("--checkpoint", default=None, help="checkpoint to resume from (default: in save_dir)")
-    p.add_argument("--model_path", default=None, help="trained model to start from")
-    p.add_argument("--mask", default=None,
-                   help="mask file {param_name: 0/1 tensor}, or a pruned model checkpoint (Unlearn-Sparse's "
-                        "meaning: that model is unlearned and its zero weights stay zero)")
-    p.add_argument("--mask_path", default=None, help="saliency mask file (SalUn's flag)")
-    p.add_argument("--allow_dataset_change", action="store_true",
-                   help="accept a checkpoint trained on another dataset (same classes and input shape)")
-    p.add_argument("--batch_size", type=pos_int, default=256)
-    p.add_argument("--print_freq", type=pos_int, default=50)
-    p.add_argument("--no-aug", dest="no_aug", action="store_true", help="no training augmentation")
-    p.add_argument("--num_indexes_to_replace", type=pos_int, default=None, help="forget set size")
-    p.add_argument("--class_to_replace", type=int, default=-1, help="forget from this class (-1: any)")
-    p.add_argument("--indexes_to_replace", default=None, help="JSON list of training indices to forget")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", default="./data",
+                      help="folder holding (or receiving) the datasets; imagefolder and imagenet: the folder holding "
+                           "train/ and test/ (or val/)")
+    data.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS),
+                      help="imagefolder: your own images as <data>/train/<class>/* and <data>/test/<class>/*")
+    data.add_argument("--input_size", type=pos_int, default=None, help="resize images to this size")
+    data.add_argument("--train_subset", type=pos_int, default=None,
+                      help="use only the first N training images (before the validation split)")
+    data.add_argument("--data_dir", default="./tiny-imagenet-200", help="TinyImagenet image folder")
+    data.add_argument("--num_workers", "--workers", type=nonneg_int, default=4,
+                      help="processes reading streamed images (--stream, imagenet); tensor data ignores it")
+    data.add_argument("--stream", action="store_true",
+                      help="read image-folder datasets (TinyImagenet, imagefolder) from their files batch by batch "
+                           "instead of holding them as tensors; imagenet always streams")
+    data.add_argument("--num_classes", type=pos_int, default=None, help="checked against the dataset")
+    data.add_argument("--batch_size", type=pos_int, default=256, help="examples per step and per evaluation batch")
+    data.add_argument("--no-aug", dest="no_aug", action="store_true", help="no training augmentation")
+    forget = p.add_argument_group("forget set", "validation split and forget set are drawn from --seed; indices "
+                                                "count the dataset's training images in their original order")
+    forget.add_argument("--seed", type=int, default=2, help="seed for the validation split and forget set")
+    forget.add_argument("--num_indexes_to_replace", type=pos_int, default=None,
+                        help="forget set size (default: all of --class_to_replace; all training images with -1)")
+    forget.add_argument("--class_to_replace", type=int, default=-1, help="forget from this class (-1: any)")
+    forget.add_argument("--indexes_to_replace", default=None,
+                        help="JSON file: a list of training indices to forget (replaces the two flags above)")
+    model = p.add_argument_group("model and files")
+    model.add_argument("--arch", default="resnet18", choices=sorted(MODELS), help="architecture (models/)")
+    model.add_argument("--imagenet_arch", action="store_true", help="ImageNet stem (7x7 conv + max-pool)")
+    model.add_argument("--model_path", default=None,
+                       help="trained model to start from: our checkpoint, the reference's, or a state_dict of --arch "
+                            "(default: <save_dir>/checkpoint.pt)")
+    model.add_argument("--mask", default=None,
+                       help="mask file {param_name: 0/1 tensor}, or a pruned model checkpoint (Unlearn-Sparse's "
+                            "meaning: that model is unlearned and its zero weights stay zero)")
+    model.add_argument("--mask_path", default=None, help="saliency mask file (SalUn's flag)")
+    model.add_argument("--allow_dataset_change", action="store_true",
+                       help="accept a checkpoint trained on another dataset (same classes and input shape)")
+    model.add_argument("--save_dir", default="./results", help="folder for checkpoints and results")
+    model.add_argument("--resume", action="store_true", help="continue the run found in --save_dir")
+    model.add_argument("--checkpoint", default=None, help="checkpoint to resume from (default: in save_dir)")
+    run = p.add_argument_group("device and run")
+    run.add_argument("--train_seed", type=int, default=1, help="seed for initialization and batch order")
+    run.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    run.add_argument("--gpu", type=nonneg_int, default=None, help="CUDA device index")
+    run.add_argument("--print_freq", type=pos_int, default=50, help="steps between progress lines")
 
 
 def _train(p):
-    p.add_argument("--lr", type=pos_float, default=0.1)
-    p.add_argument("--momentum", type=nonneg_float, default=0.9)
-    p.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
-    p.add_argument("--epochs", type=pos_int, default=182)
-    p.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up epochs")
-    p.add_argument("--decreasing_lr", type=milestones, default="91,136", help="epochs where lr drops 10x")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for training steps (GPU)")
-    p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic algorithms")
+    g = p.add_argument_group("training", "SGD and its schedule; unlearning takes --unlearn_lr and --unlearn_epochs "
+                                         "instead of --lr and --epochs")
+    g.add_argument("--lr", type=pos_float, default=0.1, help="learning rate")
+    g.add_argument("--momentum", type=nonneg_float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight_decay", type=nonneg_float, default=5e-4, help="weight decay")
+    g.add_argument("--epochs", type=pos_int, default=182, help="training epochs")
+    g.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up epochs")
+    g.add_argument("--decreasing_lr", type=milestones, default="91,136", help="epochs where lr drops 10x")
+    g.add_argument("--amp", action="store_true", help="bfloat16 autocast for training steps (GPU)")
+    g.add_argument("--deterministic", action="store_true", help="ask torch for deterministic algorithms")
 
 
 def _prune(p):
-    p.add_argument("--prune", default="omp", choices=["omp", "imp", "saliency"])
-    p.add_argument("--pruning_times", type=pos_int, default=1)
-    p.add_argument("--rate", type=fraction, default=0.2, help="fraction of weights pruned per round")
-    p.add_argument("--prune_type", default="rewind_lt", choices=["lt", "pt", "rewind_lt"])
-    p.add_argument("--random_prune", action="store_true")
-    p.add_argument("--rewind_epoch", type=nonneg_int, default=0)
-    p.add_argument("--rewind_pth", default=None, help="weights to rewind to")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--prune", default="omp", choices=["omp", "imp", "saliency"],
+                   help="omp: one-shot magnitude pruning; imp: iterative; saliency: SalUn masks")
+    g.add_argument("--pruning_times", type=pos_int, default=1, help="pruning rounds, each one trained")
+    g.add_argument("--rate", type=fraction, default=0.2, help="fraction of weights pruned per round")
+    g.add_argument("--prune_type", default="rewind_lt", choices=["lt", "pt", "rewind_lt"],
+                   help="what each round rewinds to: lt the initialization, rewind_lt the weights after "
+                        "--rewind_epoch (or --rewind_pth), pt the dense model")
+    g.add_argument("--random_prune", action="store_true", help="prune at random instead of by magnitude")
+    g.add_argument("--rewind_epoch", type=nonneg_int, default=0,
+                   help="rewind_lt: the dense training epoch whose weights a round rewinds to (0: initialization)")
+    g.add_argument("--rewind_pth", default=None, help="weights to rewind to")
 
 
 def _unlearn(p):
     from unlearn import METHODS
-    p.add_argument("--unlearn", default="retrain", choices=sorted(METHODS))
-    p.add_argument("--unlearn_lr", type=pos_float, default=0.01)
-    p.add_argument("--unlearn_epochs", type=pos_int, default=10)
-    p.add_argument("--alpha", type=nonneg_float, default=0.2, help="FF/IU noise or l1 strength")
-    p.add_argument("--mask_ratio", type=ratio, default=None, help="compute a saliency mask at this ratio")
-    p.add_argument("--no-l1-epochs", dest="no_l1_epochs", type=nonneg_int, default=0,
-                   help="final epochs of FT_prune without the l1 penalty")
-    p.add_argument("--grad_chunk", type=nonneg_int, default=0,
-                   help="examples per batched per-example-gradient pass (FF, IU); 0: sized to 1 GiB of records")
-    p.add_argument("--fisher_samples", type=nonneg_int, default=0,
-                   help="retain examples estimating FF's Fisher (0: all of them)")
-    p.add_argument("--iu_samples", type=pos_int, default=500,
-                   help="retain examples forming IU's Hessian (time grows with their square; see README)")
-    p.add_argument("--iu_memory", type=pos_float, default=4.0,
-                   help="GiB allowed for the layer records of IU's Hessian examples")
-    p.add_argument("--iu_damping", type=pos_float, default=1.0, help="damping added to IU's Fisher")
-    p.add_argument("--rl_order", default="mixed", choices=["mixed", "reference"],
-                   help="RL's batches: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
-                        "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
-                        "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
-    p.add_argument("--neggrad_beta", type=_number(float, 0.0, 1.0), default=0.9999,
-                   help="NegGrad_plus: loss = beta * CE(retain) - (1 - beta) * CE(forget)")
-    p.add_argument("--scrub_max_epochs", type=nonneg_int, default=2,
-                   help="SCRUB: the first epochs that begin with max-steps on the forget set")
-    p.add_argument("--scrub_alpha", type=nonneg_float, default=0.001,
-                   help="SCRUB: weight of KL(teacher || student) in the retain (min) steps")
-    p.add_argument("--scrub_gamma", type=nonneg_float, default=0.99,
-                   help="SCRUB: weight of the cross-entropy in the retain (min) steps")
-    p.add_argument("--scrub_kd_T", type=pos_float, default=4.0, help="SCRUB: distillation temperature")
-    p.add_argument("--last_k", type=pos_int, default=1,
-                   help="CF_k, EU_k: how many of the last Conv2d/Linear layers (with the BatchNorms after the "
-                        "first of them) are trained")
-    p.add_argument("--ssd_alpha", type=pos_float, default=10.0,
-                   help="SSD: dampen weights whose forget-set importance exceeds alpha x the training set's")
-    p.add_argument("--ssd_lambda", type=nonneg_float, default=1.0,
-                   help="SSD: a chosen weight is multiplied by min(lambda x I_train / I_forget, 1)")
-    p.add_argument("--bs_bound", type=pos_float, default=0.1,
-                   help="BS: size of the one FGSM step on [0, 1] images (L-inf) whose class relabels each forget "
-                        "example (the class of largest logit other than the true one)")
-    p.add_argument("--salun_soft_ratio", type=ratio, default=0.5,
-                   help="SalUn_soft: the share of weight changes its first soft-thresholding step resets to 0 "
-                        "(falling linearly to none by the last step)")
-    p.add_argument("--fast_eval", action="store_true",
+    g = p.add_argument_group("unlearning")
+    g.add_argument("--unlearn", default="retrain", choices=sorted(METHODS), help="the method (README: Methods)")
+    g.add_argument("--unlearn_lr", type=pos_float, default=0.01, help="learning rate of a training method")
+    g.add_argument("--unlearn_epochs", type=pos_int, default=10, help="epochs of a training method")
+    g.add_argument("--alpha", type=nonneg_float, default=0.2, help="FF/IU noise or l1 strength")
+    g.add_argument("--mask_ratio", type=ratio, default=None, help="compute a saliency mask at this ratio")
+    g.add_argument("--fast_eval", action="store_true",
                    help="evaluate only what the benchmark's tables show (accuracies and MIA-Efficacy's confidence "
                         "attack); by default the reference's full evaluation")
-    p.add_argument("--run_name", default=None, help="run folder name (default: method and mask)")
+    g.add_argument("--run_name", default=None, help="run folder name (default: method and mask)")
+    m = p.add_argument_group("method options", "flags read by one method or a few (named first)")
+    m.add_argument("--no-l1-epochs", dest="no_l1_epochs", type=nonneg_int, default=0,
+                   help="FT_prune: final epochs without the l1 penalty")
+    m.add_argument("--grad_chunk", type=nonneg_int, default=0,
+                   help="FF, IU: examples per batched per-example-gradient pass; 0: sized to 1 GiB of records")
+    m.add_argument("--fisher_samples", type=nonneg_int, default=0,
+                   help="FF: retain examples estimating the Fisher (0: all of them)")
+    m.add_argument("--iu_samples", type=pos_int, default=500,
+                   help="IU: retain examples forming the Hessian (time grows with their square; see "
+                        "docs/performance.md)")
+    m.add_argument("--iu_memory", type=pos_float, default=4.0,
+                   help="IU: GiB allowed for the layer records of the Hessian examples")
+    m.add_argument("--iu_damping", type=pos_float, default=1.0, help="IU: damping added to the Fisher")
+    m.add_argument("--rl_order", default="mixed", choices=["mixed", "reference"],
+                   help="RL, SalUn_soft: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
+                        "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
+                        "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
+    m.add_argument("--neggrad_beta", type=_number(float, 0.0, 1.0), default=0.9999,
+                   help="NegGrad_plus: loss = beta * CE(retain) - (1 - beta) * CE(forget)")
+    m.add_argument("--scrub_max_epochs", type=nonneg_int, default=2,
+                   help="SCRUB: the first epochs that begin with max-steps on the forget set")
+    m.add_argument("--scrub_alpha", type=nonneg_float, default=0.001,
+                   help="SCRUB: weight of KL(teacher || student) in the retain (min) steps")
+    m.add_argument("--scrub_gamma", type=nonneg_float, default=0.99,
+                   help="SCRUB: weight of the cross-entropy in the retain (min) steps")
+    m.add_argument("--scrub_kd_T", type=pos_float, default=4.0, help="SCRUB: distillation temperature")
+    m.add_argument("--last_k", type=pos_int, default=1,
+                   help="CF_k, EU_k: how many of the last Conv2d/Linear layers (with the BatchNorms after the "
+                        "first of them) are trained")
+    m.add_argument("--ssd_alpha", type=pos_float, default=10.0,
+                   help="SSD: dampen weights whose forget-set importance exceeds alpha x the training set's")
+    m.add_argument("--ssd_lambda", type=nonneg_float, default=1.0,
+                   help="SSD: a chosen weight is multiplied by min(lambda x I_train / I_forget, 1)")
+    m.add_argument("--bs_bound", type=pos_float, default=0.1,
+                   help="BS: size of the one FGSM step on [0, 1] images (L-inf) whose class relabels each forget "
+                        "example (the class of largest logit other than the true one)")
+    m.add_argument("--salun_soft_ratio", type=ratio, default=0.5,
+                   help="SalUn_soft: the share of weight changes its first soft-thresholding step resets to 0 "
+                        "(falling linearly to none by the last step)")
 
 
 def _attack(p):
-    p.add_argument("--attack", default="backdoor", choices=["backdoor"])
-    p.add_argument("--trigger_size", type=pos_int, default=4)
+    g = p.add_argument_group("backdoor attack")
+    g.add_argument("--attack", default="backdoor", choices=["backdoor"], help="the attack (the reference's only one)")
+    g.add_argument("--trigger_size", type=pos_int, default=4, help="side in pixels of the square trigger")
 
 
 _ADDERS = {"data": _data, "train": _train, "prune": _prune, "unlearn": _unlearn, "attack": _attack}
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help already says what the default means."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(description, groups):
-    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A parser with the flags of `groups` (names of GROUPS), one help section per kind of flag."""
+    parser = Parser(description=description, formatter_class=HelpFormatter, usage="%(prog)s [-h] [options]")
     for name in groups:
         _ADDERS[name](parser)
     return parser
