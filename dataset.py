@@ -130,11 +130,11 @@ def fashionmnist(root, data_dir):
     return RawData(xs[0], ys[0], xs[1], ys[1], 10, "crop_flip")
 
 
-def _folders(name, root, what):
-    """torchvision ImageFolder listings of root/train and root/val (paths and labels, nothing decoded)."""
+def _folders(name, root, what, splits=("train", "val")):
+    """torchvision ImageFolder listings of root/<split> for each of `splits` (paths and labels, nothing decoded)."""
     import torchvision
     out = []
-    for split in ("train", "val"):
+    for split in splits:
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise UserError(f"dataset {name}: folder '{folder}' is missing; place {what}")
@@ -178,6 +178,30 @@ def imagenet(root, data_dir, stream=True):
                    "crop_flip")
 
 
+@register_dataset
+def imagefolder(root, data_dir, stream=False):
+    """Your own images: <data>/train/<class>/* and <data>/test/<class>/* (or val/ when there is no test/), in
+    any format PIL reads, any number of classes (the train folders' names in sorted order; test/ must hold the
+    same folders). Each image is converted to RGB, its shorter side resized to the first training image's
+    shorter side, then the central square kept (then resized to --input_size, when given). Held as tensors, or
+    streamed with --stream (then read at --input_size directly)."""
+    from PIL import Image
+    has = {s: os.path.isdir(os.path.join(root, s)) for s in ("test", "val")}
+    held_out = "val" if has["val"] and not has["test"] else "test"
+    sets = _folders("imagefolder", root, "your images as train/<class>/* and test/<class>/* under --data",
+                    ("train", held_out))
+    if sets[0].classes != sets[1].classes:
+        raise UserError(f"dataset imagefolder: '{os.path.join(root, held_out)}' does not hold the same class "
+                        f"folders as '{os.path.join(root, 'train')}'")
+    with Image.open(sets[0].samples[0][0]) as first:
+        size = min(first.size)
+    xs = [ImageFiles([p for p, _ in ds.samples], size) for ds in sets]
+    if not stream:
+        xs = [x[:] for x in xs]
+    return RawData(xs[0], torch.tensor(sets[0].targets), xs[1], torch.tensor(sets[1].targets), len(sets[0].classes),
+                   "crop_flip")
+
+
 STREAMED = {"imagenet"}  # datasets that never fit as tensors
 
 
@@ -190,9 +214,10 @@ def load_dataset(name, root="./data", data_dir="./tiny-imagenet-200", input_size
     if name not in DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     stream = stream or name in STREAMED
-    if stream and "stream" not in inspect.signature(DATASETS[name]).parameters:
+    folders = sorted(n for n, load in DATASETS.items() if "stream" in inspect.signature(load).parameters)
+    if stream and name not in folders:
         raise UserError(f"dataset {name} cannot be streamed from files (--stream): it is held as tensors; "
-                        f"streaming is for image folders ({', '.join(sorted(STREAMED | {'TinyImagenet'}))})")
+                        f"streaming is for image folders ({', '.join(folders)})")
     raw = DATASETS[name](root, data_dir, stream=True) if stream else DATASETS[name](root, data_dir)
     if train_subset:
         if train_subset > len(raw.y_train):
