@@ -68,7 +68,7 @@ _CIFAR10 = {
         "SalUn_soft": {"unlearn_epochs": 10, "unlearn_lr": 0.013, "salun_soft_ratio": 0.5},
         # Not from the SalUn tables. NegGrad+: FT's settings, beta at its default. SCRUB: its public CIFAR setting
         # (5 epochs at lr 5e-4, max-steps in the first 2). CF-k / EU-k: the last 3 layers, FT's and retrain's
-        # settings. SSD: its paper's ResNet-18 values (alpha 10, lambda 1).
+        # settings. SSD: its paper's ResNet-18 values (alpha 10, lambda 1) with its importance estimate.
         "NegGrad_plus": {"unlearn_epochs": 10, "unlearn_lr": 0.01},
         "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 5e-4},
         "CF_k": {"unlearn_epochs": 10, "unlearn_lr": 0.01, "last_k": 3},
@@ -102,7 +102,7 @@ PRESETS = {
             "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 0.03},
             "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 1.0, "last_k": 7},
             "EU_k": {"unlearn_epochs": 12, "unlearn_lr": 0.03, "last_k": 13},
-            "SSD": {"ssd_alpha": 7, "ssd_lambda": 0.1},
+            "SSD": {"ssd_alpha": 5, "ssd_lambda": 1},
             "BE": {"unlearn_epochs": 5, "unlearn_lr": 0.004},
             "BS": {"unlearn_epochs": 5, "unlearn_lr": 0.002},
             "SalUn_soft": {"unlearn_epochs": 5, "unlearn_lr": 0.003},
@@ -118,7 +118,7 @@ PRESETS = {
             "SCRUB": {"unlearn_lr": [0.003, 0.01, 0.03, 0.1]},
             "CF_k": {"unlearn_lr": [0.1, 0.3, 1.0], "last_k": [3, 7]},
             "EU_k": {"unlearn_lr": [0.03, 0.1], "last_k": [1, 3, 7, 13]},
-            "SSD": {"ssd_alpha": [3, 5, 7, 10], "ssd_lambda": [0.1, 1]},
+            "SSD": {"ssd_alpha": [3, 4, 5, 6, 7, 10], "ssd_lambda": [0.1, 1]},
             "BE": {"unlearn_lr": [0.001, 0.002, 0.004, 0.01]},
             "BS": {"unlearn_lr": [0.001, 0.002, 0.004, 0.01]},
             "SalUn_soft": {"unlearn_lr": [0.001, 0.003, 0.01, 0.03]},

@@ -13,18 +13,23 @@ SSD (Foster et al., AAAI 2024).
   registered after the first of them (the BatchNorms between them). The rest of the model is masked out, so
   its weights stay bit-identical. EU_k first sets the region's weights to a fresh --train_seed initialization
   (a pruned model's pruned weights are 0 in it), only where the mask allows: re-initialization is a move.
-- `SSD`: importances I_f, I_d = mean over the forget set / the training set of per-example squared gradients
-  of the cross-entropy (the diagonal empirical Fisher, eval mode); every weight with I_f > alpha * I_d (alpha
-  = --ssd_alpha) is multiplied by min(lambda * I_d / I_f, 1) (lambda = --ssd_lambda); only where the mask
-  allows.
+- `SSD`: importances I_f, I_d as the authors' code estimates them (eval mode, no augmentation): the mean over
+  consecutive batches of SSD_BATCH examples (the last one may be smaller) of the squared gradient of the
+  batch-mean cross-entropy; I_f over the forget set, I_d over the training set in the authors' order, the
+  retain set followed by the forget set. Every weight with I_f > alpha * I_d (alpha = --ssd_alpha) is
+  multiplied by min(lambda * I_d / I_f, 1) (lambda = --ssd_lambda); only where the mask allows. A batch's
+  squared mean gradient is not the mean of its examples' squared gradients (the diagonal empirical Fisher):
+  it shrinks with the batch size where gradients disagree, so alpha and lambda are tied to this estimate.
 """
 import copy
+import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn import loop, persample, register
+from unlearn import loop, register
 from unlearn.mask import combine
 from utils import UserError
 
@@ -126,16 +131,28 @@ def EU_k(model, splits, args, device, mask, run_dir=None):
     return _last_k(model, splits, args, mask, run_dir, names, "EU_k")
 
 
-def mean_sq_grads(model, x, y, chunk):
-    """{name: mean over the examples of the squared per-example gradient of the cross-entropy}."""
-    return {n: s / len(x) for n, s in persample.sq_grad_sums(model, x, y, chunk).items()}
+SSD_BATCH = 128  # the authors' batch size for both importances
+
+
+def batch_importance(model, x, y, batch_size=SSD_BATCH):
+    """{name: mean over consecutive batches of the squared gradient of the batch-mean cross-entropy}."""
+    model.eval()
+    named = list(model.named_parameters())
+    total = [torch.zeros_like(p) for _, p in named]
+    starts = range(0, len(x), batch_size)
+    for s in starts:
+        loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size])
+        for t, g in zip(total, torch.autograd.grad(loss, [p for _, p in named])):
+            t += g.square()
+    return {n: t / len(starts) for (n, _), t in zip(named, total)}
 
 
 @register
 def SSD(model, splits, args, device, mask, run_dir=None):
     """Selective synaptic dampening: w *= min(lambda I_d / I_f, 1) wherever I_f > alpha I_d and the mask allows."""
-    forget = mean_sq_grads(model, *splits.xy("forget"), args.grad_chunk)
-    full = mean_sq_grads(model, *splits.xy("train"), args.grad_chunk)
+    forget = batch_importance(model, *splits.xy("forget"))
+    full = batch_importance(model, *dataclasses.replace(splits, train=np.concatenate(
+        [splits.retain, splits.forget])).xy("train"))
     with torch.no_grad():
         for n, p in model.named_parameters():
             chosen = forget[n] > args.ssd_alpha * full[n]
