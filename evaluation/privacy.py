@@ -2,8 +2,12 @@
 
 Both compare, for each forget example, the distribution of one statistic under unlearned models with its
 distribution under models retrained without the forget set. The statistic is the logit-scaled confidence
-(`logit_confidence`): log p_y - log sum_{k != y} p_k, i.e. z_y - logsumexp_{k != y} z_k for logits z (the
-challenge's code adds 1e-45 inside both logarithms, which changes the value only for probabilities below 1e-45).
+(`logit_confidence`): log p_y - log sum_{k != y} p_k, i.e. z_y - logsumexp_{k != y} z_k for logits z, in
+float64. The challenge's code exponentiates the max-shifted float32 logits in float32 (then normalizes in
+float64) and adds 1e-45 inside both logarithms: where every other class trails the label by more than about 87
+logits its probabilities become float32 subnormals and lose precision, beyond about 103.3 they are 0 and the
+statistic saturates at ln(1e45) = 103.6 (-103.6 when the label trails by as much). Ours keeps growing there;
+below about 87 the two agree up to float32 rounding.
 
 Challenge score (the challenge's public evaluation code, metric.py and main.py of
 google-deepmind/unlearning_evaluation; technical report "Machine Unlearning Metric", 2023):
@@ -38,9 +42,11 @@ U-LiRA (Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoi
   target model by Lambda = log N(c; mu_in, sigma_in) - log N(c; mu_out, sigma_out), predicting "unlearned"
   when Lambda > 0. Here each model is a target in turn and the others are its shadow models (leave one out);
   means are per example, variances pooled over the examples per population (LiRA's global-variance variant,
-  which Carlini et al. recommend with few shadow models). Reported: the attack's accuracy (per example over
-  its 2K target models, then averaged over examples; 50% = chance), and over all (example, target) pairs
-  pooled: ROC AUC and the TPR at 1% FPR.
+  which Carlini et al. recommend with few shadow models). Leave-one-out assumes the models are independent: a
+  target whose correlated partner (e.g. a model of the same initialization) sits in the other population biases
+  the attack below chance, so suite/privacy.py gives retrained models train seeds no other model uses.
+  Reported: the attack's accuracy (per example over its 2K target models, then averaged over examples; 50% =
+  chance), and over all (example, target) pairs pooled: ROC AUC and the TPR at 1% FPR.
 """
 import math
 

@@ -1,13 +1,27 @@
 """`benchmark.py --privacy K`: per-example privacy of every method of the preset, with and without the mask.
 
-For the preset's first seed s (its split and forget set) and the train seeds t_1 = s, t_2 = s + 1000, ...,
-t_K = s + 1000 (K - 1):
+For the preset's first seed s (its split and forget set; every model of a run shares them) and the train
+seeds t_1 = s, t_2 = s + 1000, ..., t_K = s + 1000 (K - 1):
   - original models O_j: trained as the benchmark trains its original model, with --train_seed t_j
     (O_1 is the benchmark's own seed_<s>/original, reused when it exists);
-  - retrained models R_j: the method `retrain` with --train_seed t_j (the same K serve every method);
+  - retrained models R_j: the method `retrain` with --train_seed r_j = t_j + 500 (the same K serve every
+    method), a seed no original model and no unlearning run uses;
   - for each method m (and m + saliency mask): U(m, O_1, t_j), the method run on O_1 with --train_seed t_j
     (the challenge's K unlearned models of one original), and U(m, O_j, t_j) (U-LiRA's unlearned models, one
     per original; j = 1 is shared).
+Why the retrained seeds are disjoint: the train seed sets a model's initialization and batch order, so R_j
+trained with t_j would start from O_j's weights and be correlated with U(m, O_j, t_j). U-LiRA's leave-one-out
+removes a target from its own population only; its correlated partner would stay in the other population's
+fit and pull every target toward the wrong side (simulated at K = 16, a correlation of 0.3 between partners
+gives accuracy 0.475 and AUC 0.46 where both are 0.5). Disjoint seeds make the two populations independent
+samples and keep all K - 1 and K shadow models per fit; leaving each partner out of both fits would remove the
+bias too, but costs a shadow model per fit and leaves R_j sharing its batch order with the challenge's
+U(m, O_1, t_j).
+The statistic is computed in float64 from the models' logits (evaluation/privacy.py). The challenge's code
+exponentiates the max-shifted logits in float32: once every other class trails the label by more than about
+87 logits precision is lost, beyond about 103 the statistic saturates at ln(1e45) = 103.6 (-103.6 when the
+label trails); ours does not. privacy.md prints the largest |statistic| of the run, which says whether the two
+differ there.
 Per model only what the statistics need is computed: the forget set's logit-scaled confidences and the
 retain, forget and test accuracies, stored in <save_dir>/privacy/seed_<s>/models/<run>/o<t>_u<t>.json
 (written atomically; a second invocation reuses every finished file, and a finished benchmark run of the
@@ -40,11 +54,17 @@ from suite.presets import NAMES, REFERENCE, UNMASKED_ONLY, flags, label, order_k
 from utils import UserError
 
 SEED_STEP = 1000  # train seeds s, s + 1000, ...: apart from the benchmark's own seeds 1, 2, 3, ...
+RETRAIN_OFFSET = 500  # retrained models: t + 500, disjoint from every original's and unlearning run's seed
+SATURATION = 87.0  # |statistic| from which the challenge's float32 exponentials lose precision
 NULL_EXAMPLES = 200  # Gaussian draws behind the "exact unlearning" reference score
 
 
 def train_seeds(seed, k):
     return [seed + SEED_STEP * j for j in range(k)]
+
+
+def retrain_seeds(seed, k):
+    return [t + RETRAIN_OFFSET for t in train_seeds(seed, k)]
 
 
 def variants(cfg):
@@ -76,7 +96,7 @@ class Plan:
         # (method, masked, original train seed, unlearning train seed); raw ignores the unlearning seed
         self.challenge = {v: [self.model_key(*v, self.seeds[0], t) for t in self.seeds] for v in self.variants}
         self.ulira = {v: [self.model_key(*v, t, t) for t in self.seeds] for v in self.variants}
-        self.retrained = [(REFERENCE, False, self.seeds[0], t) for t in self.seeds]
+        self.retrained = [(REFERENCE, False, self.seeds[0], t) for t in retrain_seeds(self.seed, k)]
         self.unlearned = list(dict.fromkeys(key for v in self.variants for key in self.challenge[v] + self.ulira[v]))
 
     @staticmethod
@@ -409,8 +429,12 @@ def table(rows):
     return "\n".join(lines)
 
 
-def notes(k, null):
+def notes(k, null, largest):
     top = P.buckets(k)
+    code = f"the challenge's code, whose float32 exponentials lose precision above {SATURATION:g} and saturate " \
+        "at 103.6,"
+    same = f"below {SATURATION:g}: {code} gives the same values up to rounding" if largest < SATURATION else \
+        f"above {SATURATION:g}: {code} would give other values"
     scored = f"epsilons below {top[-1][0]:g} earn points" if top else "no epsilon earns points (K = 2)"
     return (f"Score: the NeurIPS 2023 unlearning challenge's final score, forgetting score x (RA / RA of retrain) x "
             f"(TA / TA of retrain), from {k} unlearned models of one original model and {k} retrained models; "
@@ -419,8 +443,10 @@ def notes(k, null):
             f"K (simulated), so compare rows with each other and with that value, not with 1. UA, RA, TA: "
             f"means over the {k} unlearned models of the score (percent). U-LiRA: per-example likelihood-ratio "
             f"attack telling an unlearned model ({k}, one per original model trained with the forget set) from a "
-            f"retrained one ({k}), leave-one-out over the models; accuracy 50% = chance. Formulas and what is "
-            f"scaled down: evaluation/privacy.py, suite/privacy.py.")
+            f"retrained one ({k}, train seeds disjoint from the originals'), leave-one-out over the models; "
+            f"accuracy 50% = chance. Statistic log p_y - log sum_(k != y) p_k in float64: its largest |value| over "
+            f"every model here is {largest:.1f}, {same}. Formulas and what is scaled down: evaluation/privacy.py, "
+            f"suite/privacy.py.")
 
 
 def plot(path, rows, title, k):
@@ -469,19 +495,23 @@ def run_privacy(cfg, k, plots=True, quiet=False, jobs=1):
     counts = runner.counts
     done = f"{counts['made']} models made, {counts['reused']} reused, {counts['failed']} failed"
     model_minutes = sum((s or {}).get("seconds", 0) for s in stats.values()) / 60
+    largest = max(abs(c) for s in stats.values() if s for c in s["confidence"])
     settings = {"preset": cfg["preset"], "dataset / model": f"{cfg['dataset']} / {cfg['arch']}",
                 "seed (split and forget set)": plan.seed, "K": k, "train seeds": ", ".join(map(str, plan.seeds)),
+                "retrained models' train seeds": ", ".join(str(key[3]) for key in plan.retrained),
                 "forget set": len(runner.splits.forget), "saliency mask ratio": cfg["mask_ratio"],
                 "device": str(device) + (f", {jobs} worker processes" if jobs > 1 else ""),
                 "time": f"this invocation {minutes:.1f} min ({done}); unlearning and statistics of the models made "
                         f"so far {model_minutes:.1f} min"}
     title = f"Per-example privacy: {cfg['preset']}, K = {k}"
-    md = [f"# {title}", ""] + [f"- {a}: {b}" for a, b in settings.items()] + ["", table(rows), "", notes(k, null), ""]
+    text = notes(k, null, largest)
+    md = [f"# {title}", ""] + [f"- {a}: {b}" for a, b in settings.items()] + ["", table(rows), "", text, ""]
     utils.ensure_dir(cfg["save_dir"])
     with open(os.path.join(cfg["save_dir"], "privacy.md"), "w") as f:
         f.write("\n".join(md))
     utils.write_json({"meta": {"title": title, "settings": settings, "null_forgetting_score": null,
-                               "buckets": P.buckets(k), "delta": P.DELTA, "epsilon_cap": P.EPSILON_CAP},
+                               "buckets": P.buckets(k), "delta": P.DELTA, "epsilon_cap": P.EPSILON_CAP,
+                               "largest_abs_statistic": largest},
                       "forget_indices": [int(i) for i in runner.splits.forget], "rows": rows},
                      os.path.join(cfg["save_dir"], "privacy.json"))
     written = [os.path.join(cfg["save_dir"], n) for n in ("privacy.md", "privacy.json")]
@@ -489,7 +519,7 @@ def run_privacy(cfg, k, plots=True, quiet=False, jobs=1):
         png = plot(os.path.join(cfg["save_dir"], "privacy_epsilon.png"), rows, title, k)
         written += [png] if png else []
     if not quiet:
-        print("\n" + table(rows) + "\n\n" + notes(k, null))
+        print("\n" + table(rows) + "\n\n" + text)
         print("\nwrote " + ", ".join(written))
     print(f"privacy: {minutes:.1f} min ({done})")
     return {"rows": rows, "counts": counts, "minutes": minutes, "null_forgetting_score": null, "plan": plan}

@@ -1,6 +1,7 @@
 """Tests for the per-example privacy evaluation (evaluation/privacy.py, suite/privacy.py, benchmark.py --privacy):
 the challenge's epsilon and score on synthetic statistics (identical, separated, a hand-computed threshold, an
-independent transcription), U-LiRA against analytic Gaussian values, and a tiny end-to-end run that resumes."""
+independent transcription), U-LiRA against analytic Gaussian values, the plan's models (one forget set, retrained
+seeds of their own) and U-LiRA over them on statistics with a known answer, and a tiny end-to-end run that resumes."""
 import json
 import math
 import warnings
@@ -26,6 +27,27 @@ def test_logit_confidence():
     # p_y within 1e-300 of 1 in float64: still exact (log p_y - log(1 - p_y) = 1000 - 0 here)
     assert P.logit_confidence(np.array([[1000.0, 0.0]]), np.array([0])) == pytest.approx([1000.0])
     assert P.logit_confidence(np.array([[0.0, 1000.0, 1000.0]]), np.array([0])) == pytest.approx([-1000 - math.log(2)])
+
+
+
+def test_the_challenge_code_saturates_where_ours_does_not():
+    """The challenge's metric.py: float32 exponentials of the max-shifted logits, then 1e-45 in both logarithms."""
+    def challenge_confidence(z, y):
+        z = z - z.max(1, keepdims=True)
+        p = np.array(np.exp(z), dtype=np.float64)
+        p /= p.sum(1, keepdims=True)
+        right = p[np.arange(len(y)), y]
+        p[np.arange(len(y)), y] = 0
+        return np.log(right + 1e-45) - np.log(p.sum(1) + 1e-45)
+
+    margins = np.array([5.0, 40.0, 80.0, 110.0, 200.0])
+    z = np.stack([margins, np.zeros(5), np.zeros(5)], 1).astype(np.float32)
+    y = np.zeros(5, dtype=np.int64)
+    ours, theirs = P.logit_confidence(z, y), challenge_confidence(z, y)
+    assert ours == pytest.approx(margins - math.log(2), rel=1e-12)
+    assert theirs[:3] == pytest.approx(ours[:3], abs=1e-5)  # below about 87 logits: float32 rounding only
+    assert theirs[3:] == pytest.approx([45 * math.log(10)] * 2, rel=1e-6)  # saturated at ln(1e45) = 103.6
+    assert challenge_confidence(-z, y)[3:] == pytest.approx([-45 * math.log(10)] * 2, rel=1e-6)
 
 
 # ---------------------------------------------------------------- the challenge's epsilon and score
@@ -148,6 +170,83 @@ def test_auc_and_tpr_against_sklearn():
     fpr, tpr, _ = roc_curve(labels, scores)
     assert P.tpr_at_fpr(scores, labels, 0.01) == pytest.approx(tpr[fpr <= 0.01].max())
     assert P.tpr_at_fpr(scores, labels, 0.1) == pytest.approx(tpr[fpr <= 0.1].max())
+
+
+# ---------------------------------------------------------------- the plan's models
+
+def plan_of(tmp_path, k, methods):
+    from suite import privacy as S
+    cfg = benchmark.resolve(benchmark.parse(["--seeds", "1,", "--methods", methods, "--save_dir", str(tmp_path)]))
+    return S.Plan(cfg, k)
+
+
+def train_seed(plan, key):
+    """The train seed that set the initialization of a model: a retrained model's own, else its original's."""
+    import main_baseline
+    import main_forget
+    if key in plan.retrained:
+        args = main_forget.parse(plan.forget_argv(key))
+        assert args.unlearn == "retrain"
+        return args.train_seed
+    return main_baseline.parse(plan.original(key[2]).argv).train_seed
+
+
+def test_every_model_of_a_run_has_the_same_forget_indices(tmp_path):
+    import dataset
+    import main_baseline
+    import main_forget
+    plan = plan_of(tmp_path, 4, "FT,RL")
+    args = [main_baseline.parse(plan.original(t).argv) for t in plan.seeds]
+    args += [main_forget.parse(plan.forget_argv(key)) for key in plan.retrained + plan.unlearned]
+    assert len(args) == 4 + 4 + 4 * 7  # per row: 4 runs on O_1 and one on each of the 3 other originals
+    forgets = {tuple(dataset.splits_from_args(a, "cpu").forget) for a in args}
+    assert len(forgets) == 1 and len(next(iter(forgets))) == 121
+
+
+def test_retrained_seeds_are_disjoint_from_every_other_model(tmp_path):
+    import main_forget
+    plan = plan_of(tmp_path, 4, "FT,RL")
+    retrained = {train_seed(plan, key) for key in plan.retrained}
+    originals = {train_seed(plan, key) for key in plan.unlearned}
+    unlearning = {main_forget.parse(plan.forget_argv(key)).train_seed for key in plan.unlearned}
+    assert len(retrained) == 4 and originals == set(plan.seeds) and unlearning == set(plan.seeds)
+    assert not retrained & (originals | unlearning)
+
+
+def seeded_statistics(plan, shift, rho=0.6, n=4000):
+    """Statistics of every model of the plan: per example a centre, a part set by the train seed of the model's
+    initialization (variance rho; shared by an original's unlearned copies), independent noise (variance
+    1 - rho) and, for unlearned models, `shift`."""
+    rng = np.random.default_rng(7)
+    centre = rng.normal(scale=3, size=n)
+    out = {}
+    for key in plan.retrained + plan.unlearned:
+        init = np.random.default_rng([train_seed(plan, key), 11]).normal(size=n)
+        conf = centre + math.sqrt(rho) * init + math.sqrt(1 - rho) * rng.normal(size=n)
+        conf += 0 if key in plan.retrained else shift
+        out[key] = {"confidence": conf.tolist(), "accuracy": {"retain": 100.0, "test": 90.0, "forget": 100.0}}
+    return out
+
+
+@pytest.mark.parametrize("shift", [0.0, 8.0])
+def test_ulira_over_the_plan_gives_the_known_answer(tmp_path, monkeypatch, shift):
+    """K = 8 on statistics whose answer is known: identical populations (shift 0) give about 0.5 although a
+    model's initialization explains 60% of its variance; populations 8 standard deviations apart give about 1.
+    Were the retrained models initialized as their partners U(O_t), the identical case would give accuracy
+    0.41-0.42 and AUC 0.37-0.38. Leave-one-out alone sits slightly below chance at K = 8 (a target's own mean
+    has one model less): 0.49-0.50 over RNG seeds (0.495 here); 4,000 examples make the spread about 0.005, so
+    0.03 is a wide margin. Deterministic: numpy's generator and float64 arithmetic."""
+    from suite import privacy as S
+    plan = plan_of(tmp_path, 8, "FT")
+    # U-LiRA is the point here; the challenge's epsilons (tested above) cost 16 ms per example
+    monkeypatch.setattr(P, "epsilons", lambda u, r: np.zeros(np.shape(u)[1]))
+    rows = S.evaluate_rows(plan, seeded_statistics(plan, shift), {})
+    assert [r["label"] for r in rows] == ["Retrain", "FT", "FT + mask"]
+    for r in rows[1:]:
+        if shift == 0:
+            assert abs(r["ulira_accuracy"] - 0.5) < 0.03 and abs(r["ulira_auc"] - 0.5) < 0.03, r["label"]
+        else:
+            assert r["ulira_accuracy"] > 0.99 and r["ulira_auc"] > 0.999 and r["ulira_tpr_at_1pct_fpr"] > 0.99
 
 
 # ---------------------------------------------------------------- benchmark.py --privacy, end to end
