@@ -40,10 +40,10 @@ import sys
 import time
 
 import utils
-from arg_parser import Parser, pos_int, ratio
+from arg_parser import Parser, fraction, pos_int, ratio
 from suite import launch, tables
 from suite.presets import METHOD_ORDER, PRESETS, REFERENCE, flags, label, order_key
-from suite.runs import execute, plan, preflight, read_result
+from suite.runs import execute, plan, preflight, read_result, train_size
 from suite.search import SEARCH_MARKER, search
 from utils import UserError
 
@@ -58,15 +58,34 @@ def seeds_arg(text):
         raise argparse.ArgumentTypeError(f"'{text}' is neither a seed count nor a comma-separated seed list") from None
 
 
+def fractions(text):
+    """'0.5,0.9,0.95' -> [0.5, 0.9, 0.95]: each in (0, 1), none twice."""
+    values = [fraction(v) for v in text.split(",") if v.strip()]
+    if not values or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of distinct fractions in (0, 1)")
+    return values
+
+
 def parse(argv=None):
     p = Parser(prog="benchmark.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="digits", choices=sorted(PRESETS))
     p.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m], default=None,
-                   help="comma-separated methods (default: every method of the preset); retrain always runs")
+                   help="comma-separated methods (default: every method of the preset); retrain always runs, and "
+                        "the untouched model (raw) with --sparsity")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="a count (3 means 1,2,3) or a list (1,5,9 or 4,)")
     p.add_argument("--mask_ratio", type=ratio, default=None, help="saliency mask ratio (default: the preset's)")
     p.add_argument("--scenario", choices=["random", "class"], default=None,
                    help="random: the preset's forget-set size at random; class: all of its forget class")
+    p.add_argument("--forget_ratio", type=fraction, default=None,
+                   help="random scenario: forget this fraction of the training examples (after the validation "
+                        "split), instead of the preset's count")
+    p.add_argument("--sparsity", type=fractions, default=None, metavar="S[,S...]",
+                   help="add a sparse arm per value: the original model pruned once by magnitude (OMP) to this "
+                        "share of its convolution weights, rewound and retrained (main_imp.py); every method runs "
+                        "on it unmasked against its own gold standard (the pruned model retrained without the "
+                        "forget set); e.g. 0.95, the seed paper's setting")
+    p.add_argument("--no-mask", dest="masked_arm", action="store_false",
+                   help="skip the saliency-mask arm (run every method unmasked only)")
     p.add_argument("--epochs", type=pos_int, default=None, help="epochs of the original model and of retrain")
     p.add_argument("--unlearn_epochs", type=pos_int, default=None, help="epochs of every other training method")
     p.add_argument("--device", default=None, help="passed to every run (default: auto, CUDA when available)")
@@ -97,7 +116,8 @@ def resolve(args):
     unknown = [m for m in wanted if m not in cfg["methods"]]
     if unknown:
         raise UserError(f"preset {args.preset} has no method '{unknown[0]}'; choose from: {', '.join(known)}")
-    cfg["run_methods"] = sorted(set(wanted) | {REFERENCE}, key=lambda m: order_key(m, False))
+    always = {REFERENCE, "raw"} if args.sparsity else {REFERENCE}  # each arm's gold standard and untouched model
+    cfg["run_methods"] = sorted(set(wanted) | always, key=lambda m: order_key(m, False))
     if args.epochs:
         cfg["train"]["epochs"] = cfg["methods"][REFERENCE]["unlearn_epochs"] = args.epochs
     if args.unlearn_epochs:
@@ -105,17 +125,28 @@ def resolve(args):
             if method != REFERENCE and "unlearn_epochs" in options:
                 options["unlearn_epochs"] = args.unlearn_epochs
     cfg["device"], cfg["data_root"], cfg["save_dir"] = args.device, args.data, args.save_dir
+    cfg["sparsity"], cfg["masked_arm"] = args.sparsity or [], args.masked_arm
+    if args.forget_ratio is not None:
+        if cfg["scenario"] == "class":
+            raise UserError("--forget_ratio sets the size of a random forget set; the class scenario forgets a "
+                            "whole class")
+        cfg["forget_ratio"] = args.forget_ratio
+        cfg["num_forget"] = max(1, round(args.forget_ratio * train_size(cfg)))
     return cfg
 
 
 # ---------------------------------------------------------------- modes
 
 def settings(cfg, device_note=None):
+    share = f" ({cfg['forget_ratio']:.0%} of the training set)" if cfg.get("forget_ratio") else ""
     forget = (f"all training examples of class {cfg['forget_class']}" if cfg["scenario"] == "class" else
-              f"{cfg['num_forget']} training examples at random")
+              f"{cfg['num_forget']} training examples at random{share}")
     out = {"preset": f"{cfg['preset']} ({cfg['about']})", "dataset / model": f"{cfg['dataset']} / {cfg['arch']}",
            "forget set": forget,
-           "seeds": ", ".join(map(str, cfg["seeds"])), "saliency mask ratio": cfg["mask_ratio"],
+           "seeds": ", ".join(map(str, cfg["seeds"])),
+           "saliency mask ratio": cfg["mask_ratio"] if cfg["masked_arm"] else "no mask arm",
+           "sparse arms": ", ".join(f"{100 * s:g}% (OMP, rewound to the initialization, retrained)"
+                                    for s in cfg["sparsity"]) or None,
            "original model": " ".join(flags(cfg["train"])),
            "methods": "; ".join(f"{m}: {' '.join(flags(cfg['methods'][m])) or '-'}" for m in cfg["run_methods"])}
     if device_note:
@@ -146,6 +177,9 @@ def report(save_dir, meta, records, failures, published, plots=True):
         print(f"({tables.INTERVAL})")
         if tables.salun_vs_rl(masking):
             print("\n" + tables.salun_vs_rl(masking))
+    sparse = tables.sparse_table(rows)
+    if sparse:
+        print("\nAvg. Gap on the dense and on the sparse original model\n\n" + tables.sparse_md(sparse))
     print("\nwrote " + ", ".join(written))
     return rows, masking
 
@@ -198,13 +232,15 @@ def collect(dirs, save_dir, plots=True):
                 if "summary" not in result:
                     continue  # an original model's result: no unlearning run
                 run = read_result(path)["run"]
-                key = (run["unlearn"], run.get("mask") is not None, run["seed"])
+                sparsity = round(float(run.get("sparsity") or 0.0), 3)  # measured: within a weight of the rate
+                key = (run["unlearn"], run.get("mask") is not None, run["seed"], sparsity)
                 if key in seen:
-                    raise UserError(f"--collect: two results for {label(*key[:2])}, seed {key[2]}: '{seen[key]}' "
-                                    f"and '{path}'; collect them separately")
+                    raise UserError(f"--collect: two results for {label(key[0], key[1], sparsity)}, seed {key[2]}: "
+                                    f"'{seen[key]}' and '{path}'; collect them separately")
                 seen[key] = path
-                records.append({"method": key[0], "masked": key[1], "seed": key[2], "summary": result["summary"],
-                                "accuracy": result.get("accuracy"), "run": run, "folder": folder})
+                records.append({"method": key[0], "masked": key[1], "seed": key[2], "sparsity": sparsity,
+                                "summary": result["summary"], "accuracy": result.get("accuracy"), "run": run,
+                                "folder": folder})
             elif "failed.json" in files:
                 path = os.path.join(folder, "failed.json")
                 fail = utils.read_json(path, "failure record")
@@ -213,7 +249,8 @@ def collect(dirs, save_dir, plots=True):
                     raise UserError(f"--collect: '{path}' is not a failure record written by benchmark.py")
                 if fail["run"]["unlearn"] != "original":
                     failures.append({"method": fail["run"]["unlearn"], "masked": bool(fail["run"].get("masked")),
-                                     "seed": fail["run"]["seed"], "error": fail["error"]})
+                                     "seed": fail["run"]["seed"], "sparsity": fail["run"].get("sparsity", 0.0),
+                                     "error": fail["error"]})
     if not records:
         raise UserError(f"--collect: no eval_result.json of an unlearning run under {', '.join(dirs)}")
     runs = [r["run"] for r in records]
@@ -242,6 +279,9 @@ def _main(argv):
     if args.collect:
         return collect(args.collect, args.save_dir, args.plots)
     cfg = resolve(args)
+    if cfg["sparsity"] and (args.launcher == "slurm" or args.search or args.privacy is not None):
+        raise UserError("--sparsity runs with the in-process and the local launcher, and not with --search or "
+                        "--privacy")
     if args.print_commands:
         return print_commands(cfg)
     if args.privacy is not None:

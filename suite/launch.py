@@ -2,7 +2,7 @@
 
 `--launcher local --jobs J`: J runs at once on this machine, each as `python -u <script> <argv>` with its output
 in the same log file as in-process; one GPU per run in turn where there are several, else cores // J torch
-threads per run. The original models go first; a seed's method runs start when its original model is done.
+threads per run. The original models go first; a run starts when the model it starts from is done.
 
 `--launcher slurm`: every missing run is a Slurm job submitted through submitit. Each seed's original model is
 one job; that seed's method runs are one job array that starts after it (`--dependency=afterok`) and is
@@ -128,7 +128,7 @@ def _subprocess_attempt(run, log, env):
 
 def run_local(runs, root, jobs=None, device=None, quiet=False):
     """Like runs.execute (the same records, failure records, counts and times, the same order), with up to
-    `jobs` runs at once in child processes; a seed's method runs start when its original model is done."""
+    `jobs` runs at once in child processes; a run starts when the model it starts from (run.after) is done."""
     gpus = _gpus(device)
     jobs = jobs or (len(gpus) if len(gpus) > 1 else 2)
     threads = str(max(1, _cores() // jobs))
@@ -149,11 +149,11 @@ def run_local(runs, root, jobs=None, device=None, quiet=False):
               f"{', GPUs ' + ','.join(gpus) if gpus else ''}); logs in {os.path.join(root, 'logs')}", flush=True)
     with futures.ThreadPoolExecutor(jobs) as pool:
         while pending or running:
-            training = {r.seed for r in pending + [r for r, _, _ in running.values()] if r.method == "original"}
+            training = {r.folder for r in pending + [r for r, _, _ in running.values()] if r.method == "original"}
             for run in list(pending):
                 if not free:
                     break
-                if run.method != "original" and run.seed in training:
+                if run.after in training:
                     continue
                 pending.remove(run)
                 error = tally.blocked(run)
@@ -178,8 +178,8 @@ def run_local(runs, root, jobs=None, device=None, quiet=False):
                     print(line, flush=True)
     by_folder = {r.folder: i for i, r in enumerate(runs)}  # records and failures in plan order, as in-process
     tally.records.sort(key=lambda r: by_folder[r["folder"]])
-    by_key = {(r.method, r.masked, r.seed): i for i, r in enumerate(runs)}
-    tally.failures.sort(key=lambda f: by_key[(f["method"], f["masked"], f["seed"])])
+    by_key = {(r.method, r.masked, r.seed, r.sparsity): i for i, r in enumerate(runs)}
+    tally.failures.sort(key=lambda f: by_key[(f["method"], f["masked"], f["seed"], f["sparsity"])])
     return tally.records, tally.failures, tally.counts, tally.minutes(runs)
 
 

@@ -194,9 +194,11 @@ def flags(options):
     return out
 
 
-def label(method, masked):
-    """Row name in the tables: 'FT', 'FT + mask', 'RL + mask (SalUn)'."""
+def label(method, masked, sparsity=0.0):
+    """Row name in the tables: 'FT', 'FT + mask', 'RL + mask (SalUn)', 'FT (95% sparse)'."""
     name = NAMES.get(method, method)
+    if sparsity:
+        name += f" ({100 * sparsity:g}% sparse)"
     if not masked:
         return name
     return f"{name} + mask (SalUn)" if method == "RL" else f"{name} + mask"

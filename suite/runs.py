@@ -1,5 +1,11 @@
-"""The benchmark's runs: one `Run` per call of main_baseline.py / main_forget.py, planned in dependency order,
-executed in-process (output to <root>/logs/), finished runs found and reused."""
+"""The benchmark's runs: one `Run` per call of main_baseline.py / main_imp.py / main_forget.py, planned in
+dependency order, executed in-process (output to <root>/logs/), finished runs found and reused.
+
+Per seed: the dense original model (seed_<s>/original/); for each sparsity S of `cfg["sparsity"]` the sparse
+original (seed_<s>/sparse_<S>/: main_imp.py prunes the dense original once by magnitude, rewinds to the
+--train_seed initialization and retrains with the pruned weights at zero); then every method on the dense
+original, without and with the saliency mask, and unmasked on each sparse original, where retrain re-trains the
+sparse model without the forget set (the sparse arm's gold standard) and the pruned weights stay zero."""
 import contextlib
 import fcntl
 import os
@@ -34,6 +40,14 @@ def preflight(cfg):
                             None if cfg["scenario"] == "class" else cfg["num_forget"])
 
 
+def train_size(cfg):
+    """The number of training examples after the validation split (the same for every seed: 10% of each class)."""
+    import dataset
+    raw = dataset.load_dataset(cfg["dataset"], cfg["data_root"] or "./data", input_size=cfg["data"].get("input_size"),
+                               train_subset=cfg["data"].get("train_subset"))
+    return len(dataset.split_train_val(raw.y_train.cpu().numpy(), 0)[0])
+
+
 @dataclass
 class Run:
     seed: int
@@ -44,12 +58,14 @@ class Run:
     folder: str  # where its eval_result.json goes
     options: dict = field(default_factory=dict)  # main_forget flags of a method run
     run_name: str = None  # a folder name other than main_forget's default (the --search runs)
+    sparsity: float = 0.0  # the arm: 0 for the dense original model, else the pruned share of its weights
+    after: str = None  # the folder of the run that must finish first (the model this one starts from)
 
     @property
     def label(self):
         if self.method == "original":
-            return "original model"
-        return self.run_name or label(self.method, self.masked)
+            return "original model" + (f" ({100 * self.sparsity:g}% sparse)" if self.sparsity else "")
+        return self.run_name or label(self.method, self.masked, self.sparsity)
 
     @property
     def command(self):
@@ -74,42 +90,74 @@ def original_run(cfg, seed, root):
     return Run(seed, "original", False, "main_baseline.py", argv, folder)
 
 
-def forget_run(cfg, seed, root, method, masked, options=None, run_name=None):
+def sparse_dir(root, seed, sparsity):
+    return os.path.join(root, f"seed_{seed}", f"sparse_{sparsity:g}")
+
+
+def sparse_run(cfg, seed, root, sparsity):
+    """The sparse original model: OMP of the seed's dense original at `sparsity`, rewound to its initialization
+    (--train_seed) and retrained with the pruned weights at zero (the last state's checkpoint.pt)."""
+    folder, dense = sparse_dir(root, seed, sparsity), os.path.join(root, f"seed_{seed}", "original")
+    argv = common_argv(cfg, seed) + flags(cfg["train"]) + [
+        "--prune", "omp", "--rate", format(sparsity, "g"), "--prune_type", "lt",
+        "--model_path", os.path.join(dense, "checkpoint.pt"), "--save_dir", folder, "--resume"]
+    return Run(seed, "original", False, "main_imp.py", argv, folder, sparsity=sparsity, after=dense)
+
+
+def model_of(root, seed, sparsity):
+    """(folder holding the arm's method runs, the model they start from, the run that makes it)."""
+    if not sparsity:
+        seed_dir = os.path.join(root, f"seed_{seed}")
+        return seed_dir, os.path.join(seed_dir, "original", "checkpoint.pt"), os.path.join(seed_dir, "original")
+    folder = sparse_dir(root, seed, sparsity)
+    return folder, os.path.join(folder, "state_1", "checkpoint.pt"), folder
+
+
+def forget_run(cfg, seed, root, method, masked, options=None, run_name=None, sparsity=0.0):
     import main_forget
     options = {"decreasing_lr": cfg["train"]["decreasing_lr"], **cfg["methods"][method], **(options or {})}
     ratio_ = cfg["mask_ratio"] if masked else None
     name = run_name or main_forget.run_name(SimpleNamespace(run_name=None, mask=None, mask_path=None,
                                                             mask_ratio=ratio_, unlearn=method))
-    seed_dir = os.path.join(root, f"seed_{seed}")
+    save_dir, model, after = model_of(root, seed, sparsity)
     argv = common_argv(cfg, seed) + ["--unlearn", method, "--fast_eval"] + flags(options)
     argv += ["--mask_ratio", format(ratio_, "g")] if masked else []
     argv += ["--run_name", name] if run_name else []
-    argv += ["--model_path", os.path.join(seed_dir, "original", "checkpoint.pt"), "--save_dir", seed_dir, "--resume"]
-    return Run(seed, method, masked, "main_forget.py", argv, os.path.join(seed_dir, name), options, run_name)
+    argv += ["--model_path", model, "--save_dir", save_dir, "--resume"]
+    return Run(seed, method, masked, "main_forget.py", argv, os.path.join(save_dir, name), options, run_name,
+               sparsity, after)
 
 
 def plan(cfg, root):
-    """Every run in dependency order: the original models first, then each seed's method runs."""
+    """Every run in dependency order: the original models (dense, then sparse) first, then each seed's method
+    runs: dense without and with the mask (unless cfg["masked_arm"] is False), then each sparse arm unmasked."""
+    sparsities = cfg.get("sparsity") or []
     runs = [original_run(cfg, s, root) for s in cfg["seeds"]]
+    runs += [sparse_run(cfg, s, root, sp) for s in cfg["seeds"] for sp in sparsities]
     for s in cfg["seeds"]:
         for method in cfg["run_methods"]:
             runs.append(forget_run(cfg, s, root, method, False))
-            if method not in UNMASKED_ONLY:
+            if method not in UNMASKED_ONLY and cfg.get("masked_arm", True):
                 runs.append(forget_run(cfg, s, root, method, True))
+        for sp in sparsities:
+            runs += [forget_run(cfg, s, root, method, False, sparsity=sp) for method in cfg["run_methods"]]
     return runs
 
 
-def _entry(run):
+def _script(run):
     import main_baseline
     import main_forget
-    return (main_baseline if run.script == "main_baseline.py" else main_forget).main.__wrapped__
+    import main_imp
+    return {"main_baseline.py": main_baseline, "main_imp.py": main_imp, "main_forget.py": main_forget}[run.script]
+
+
+def _entry(run):
+    return _script(run).main.__wrapped__
 
 
 def _check_args(run, stored, where):
     """A finished run is reused only when it was made with the arguments this invocation asks for."""
-    import main_baseline
-    import main_forget
-    planned = (main_baseline if run.script == "main_baseline.py" else main_forget).parse(run.argv)
+    planned = _script(run).parse(run.argv)
     for key, value in vars(planned).items():
         if key in stored and key not in NEUTRAL_ARGS and stored[key] != value:
             raise UserError(f"'{where}' was made with --{key} {stored[key]}, this benchmark asks for {value}; "
@@ -147,7 +195,8 @@ def _finished(run):
 
 
 def _record(run, result, wall=None):
-    return {"method": run.method, "masked": run.masked, "seed": run.seed, "summary": result["summary"],
+    return {"method": run.method, "masked": run.masked, "seed": run.seed, "sparsity": run.sparsity,
+            "summary": result["summary"],
             "accuracy": result.get("accuracy"), "run": result.get("run"), "folder": run.folder, "wall_seconds": wall}
 
 
@@ -184,7 +233,7 @@ def reusable(run, check_lock=True):
 def mark_failed(run, error):
     """<run folder>/failed.json: what --collect reports for a run that failed."""
     utils.write_json({"error": error, "argv": run.argv,
-                      "run": {"unlearn": run.method, "seed": run.seed, "masked": run.masked}},
+                      "run": {"unlearn": run.method, "seed": run.seed, "masked": run.masked, "sparsity": run.sparsity}},
                      os.path.join(run.folder, "failed.json"))
 
 
@@ -197,7 +246,9 @@ def clear_failed(run):
 def finished_result(run, result=None):
     """After a successful attempt: its failure record removed, its eval_result."""
     clear_failed(run)
-    return result or utils.read_json(os.path.join(run.folder, "eval_result.json"), "result")
+    if isinstance(result, dict):
+        return result
+    return utils.read_json(os.path.join(run.folder, "eval_result.json"), "result")  # main_imp returns its states
 
 
 def _attempt(run, log):
@@ -247,7 +298,7 @@ class Tally:
 
     def blocked(self, run):
         """The error of a run whose original model failed, else None."""
-        return f"its original model failed: {self.broken[run.seed]}" if run.seed in self.broken else None
+        return f"its original model failed: {self.broken[run.after]}" if run.after in self.broken else None
 
     def add(self, run, result=None, error=None, wall=None):
         """One run's outcome (a result and wall=None: reused; a result and its wall seconds: made now; an
@@ -255,9 +306,10 @@ class Tally:
         if error is not None:
             self.counts["failed"] += 1
             if run.method == "original":
-                self.broken[run.seed] = error
+                self.broken[run.folder] = error
             else:
-                self.failures.append({"method": run.method, "masked": run.masked, "seed": run.seed, "error": error})
+                self.failures.append({"method": run.method, "masked": run.masked, "seed": run.seed,
+                                      "sparsity": run.sparsity, "error": error})
             return f"seed {run.seed}  {run.label:<22} FAILED: {error}"
         key = self.key(run)
         if wall is None:

@@ -1,9 +1,10 @@
-"""The benchmark's numbers: per-run records -> per-seed values (Avg. Gap to that seed's retrain), rows (mean ± std
-over seeds), the paired mask comparison (t intervals), and the files (results.md, .csv, .json, PNG plots).
+"""The benchmark's numbers: per-run records -> per-seed values (Avg. Gap to that seed's retrain of the same arm),
+rows (mean ± std over seeds), the paired comparisons (mask vs no mask; sparse vs dense) with t intervals, Holm's
+correction and the split-halves check (suite/stats.py), and the files (results.md, .csv, .json, PNG plots).
 
-A record is {"method", "masked", "seed", "summary": eval_result's summary, ...}; a failure is
-{"method", "masked", "seed", "error"}. Standard deviations are sample standard deviations (n - 1),
-0 for a single seed.
+A record is {"method", "masked", "seed", "sparsity" (0: the dense arm), "summary": eval_result's summary, ...};
+a failure is {"method", "masked", "seed", "sparsity", "error"}. Standard deviations are sample standard
+deviations (n - 1), 0 for a single seed.
 """
 import csv
 import math
@@ -11,6 +12,7 @@ import os
 
 import utils
 from evaluation import avg_gap
+from suite import stats
 from suite.presets import NAMES, PUBLISHED, PUBLISHED_TITLE, REFERENCE, label, order_key
 
 METRICS = (("UA", "UA"), ("MIA_efficacy", "MIA-Efficacy"), ("RA", "RA"), ("TA", "TA"))
@@ -49,14 +51,15 @@ def t_interval(values, confidence=CONFIDENCE):
     return {"n": n, "mean": mean, "std": std, "half_width": half, "low": mean - half, "high": mean + half}
 
 
-def verdict(interval):
-    """What the interval of (mask - no mask) says: the mask reduces / increases the gap only when it excludes 0."""
+def verdict(interval, what="mask"):
+    """What the interval of (mask - no mask), or of (sparse - dense) with what="sparse", says: it reduces /
+    increases the gap only when the interval excludes 0."""
     if interval["low"] is None:
         return "n/a"
     if interval["high"] < 0:
-        return "mask reduces the gap"
+        return f"{what} reduces the gap"
     if interval["low"] > 0:
-        return "mask increases the gap"
+        return f"{what} increases the gap"
     return "no detectable difference"
 
 
@@ -65,16 +68,25 @@ def _stat(values):
     return {"mean": mean, "std": std, "values": values}
 
 
+def arm(record):
+    """The record's sparsity arm (0.0: dense)."""
+    return float(record.get("sparsity") or 0.0)
+
+
+def row_key(r):
+    return arm(r), order_key(r["method"], r["masked"])
+
+
 def per_seed(records):
-    """One entry per finished run, in the table's order then by seed: method, masked, seed, UA, MIA_efficacy, RA,
-    TA, avg_gap (to that seed's retrain; None without one) and RTE_minutes."""
-    refs = {r["seed"]: r["summary"] for r in records if r["method"] == REFERENCE and not r["masked"]}
+    """One entry per finished run, in the table's order then by seed: method, masked, seed, sparsity, UA,
+    MIA_efficacy, RA, TA, avg_gap (to that seed's retrain of the same arm; None without one) and RTE_minutes."""
+    refs = {(r["seed"], arm(r)): r["summary"] for r in records if r["method"] == REFERENCE and not r["masked"]}
     out = []
-    for r in sorted(records, key=lambda r: (order_key(r["method"], r["masked"]), r["seed"])):
-        s = r["summary"]
-        out.append({"method": r["method"], "masked": bool(r["masked"]), "seed": r["seed"],
+    for r in sorted(records, key=lambda r: (row_key(r), r["seed"])):
+        s, ref = r["summary"], refs.get((r["seed"], arm(r)))
+        out.append({"method": r["method"], "masked": bool(r["masked"]), "seed": r["seed"], "sparsity": arm(r),
                     **{key: s.get(key) for key, _ in METRICS},
-                    "avg_gap": avg_gap(s, refs[r["seed"]]) if r["seed"] in refs else None,
+                    "avg_gap": avg_gap(s, ref) if ref is not None else None,
                     "RTE_minutes": s.get("RTE_minutes")})
     return out
 
@@ -83,43 +95,81 @@ def aggregate(records, failures=(), published=False):
     """One row per (method, masked), in the papers' order; Avg. Gap per seed against that seed's retrain."""
     groups = {}
     for entry in per_seed(records):
-        groups.setdefault((entry["method"], entry["masked"]), []).append(entry)
+        groups.setdefault((entry["method"], entry["masked"], entry["sparsity"]), []).append(entry)
     failed = {}
     for f in failures:
-        failed.setdefault((f["method"], bool(f["masked"])), []).append(f["seed"])
+        failed.setdefault((f["method"], bool(f["masked"]), arm(f)), []).append(f["seed"])
     rows = []
-    for method, masked in sorted(set(groups) | set(failed), key=lambda k: order_key(*k)):
-        runs = groups.get((method, masked), [])
-        row = {"label": label(method, masked), "method": method, "masked": masked,
-               "seeds": [e["seed"] for e in runs], "failed_seeds": sorted(failed.get((method, masked), []))}
+    for method, masked, sparsity in sorted(set(groups) | set(failed), key=lambda k: (k[2], order_key(*k[:2]))):
+        runs = groups.get((method, masked, sparsity), [])
+        row = {"label": label(method, masked, sparsity), "method": method, "masked": masked, "sparsity": sparsity,
+               "seeds": [e["seed"] for e in runs], "failed_seeds": sorted(failed.get((method, masked, sparsity), []))}
         for key, _ in METRICS + (("RTE_minutes", ""),):
             row[key] = _stat([e[key] for e in runs])
         with_ref = [e for e in runs if e["avg_gap"] is not None]
         row["avg_gap"] = {**_stat([e["avg_gap"] for e in with_ref]), "seeds": [e["seed"] for e in with_ref]}
-        row["published"] = list(PUBLISHED[(method, masked)]) if published and (method, masked) in PUBLISHED else None
+        known = published and not sparsity and (method, masked) in PUBLISHED
+        row["published"] = list(PUBLISHED[(method, masked)]) if known else None
         rows.append(row)
     return rows
 
 
+def paired(base, other):
+    """The per-seed difference other - base of two Avg. Gap stats, with its t interval."""
+    first, second = (dict(zip(g["seeds"], g["values"])) for g in (base, other))
+    seeds = [s for s in base["seeds"] if s in second]
+    diffs = [second[s] - first[s] for s in seeds]
+    return {"seeds": seeds, "values": diffs, **t_interval(diffs)}
+
+
+def _brief(gap):
+    return {"mean": gap["mean"], "std": gap["std"], "n": len(gap["seeds"])}
+
+
 def masking_table(rows):
     """Each method run both ways: Avg. Gap without and with the mask, and the paired difference (with - without,
-    per seed) with its t interval and verdict. The RL entry compares SalUn (RL + mask) with RL."""
-    by_key = {(r["method"], r["masked"]): r for r in rows}
+    per seed) with its t interval and verdict, p-value, Holm's correction (primary family: SalUn vs RL) and the
+    split-halves check. The RL entry compares SalUn (RL + mask) with RL."""
+    by_key = {(r["method"], r["masked"], r["sparsity"]): r for r in rows}
     out = []
     for row in rows:
-        if row["masked"] or (row["method"], True) not in by_key:
+        twin = by_key.get((row["method"], True, row["sparsity"]))
+        if row["masked"] or twin is None:
             continue
-        plain, masked = row["avg_gap"], by_key[(row["method"], True)]["avg_gap"]
-        without, with_mask = (dict(zip(g["seeds"], g["values"])) for g in (plain, masked))
-        seeds = [s for s in plain["seeds"] if s in with_mask]
-        diffs = [with_mask[s] - without[s] for s in seeds]
-        difference = {"seeds": seeds, "values": diffs, **t_interval(diffs)}
-        out.append({"method": row["method"], "label": NAMES.get(row["method"], row["method"]),
-                    "comparison": f"{label(row['method'], True)} - {row['label']}",
-                    "without_mask": {"mean": plain["mean"], "std": plain["std"], "n": len(plain["seeds"])},
-                    "with_mask": {"mean": masked["mean"], "std": masked["std"], "n": len(masked["seeds"])},
+        plain, masked = row["avg_gap"], twin["avg_gap"]
+        difference = paired(plain, masked)
+        out.append({"method": row["method"], "label": label(row["method"], False, row["sparsity"]),
+                    "comparison": f"{twin['label']} - {row['label']}",
+                    "without_mask": _brief(plain), "with_mask": _brief(masked),
                     "difference": difference, "interval": INTERVAL, "verdict": verdict(difference)})
-    return out
+    stats.correct(out, stats.PRIMARY_MASK)
+    return stats.split_check(out, t_interval)
+
+
+def sparse_table(rows):
+    """Each method run on the dense and on a sparse original model (unmasked): Avg. Gap to each arm's own retrain,
+    the paired difference sparse - dense with its t interval, p-value, Holm's correction (primary family: FT, GA,
+    FF and IU) and the split-halves check; and, within each arm, the method's change against that arm's
+    untouched model (Avg. Gap of the method - Avg. Gap of Original, paired by seed)."""
+    by_key = {(r["method"], r["masked"], r["sparsity"]): r for r in rows}
+    out = []
+    for row in rows:
+        dense = by_key.get((row["method"], False, 0.0))
+        if row["masked"] or not row["sparsity"] or row["method"] == REFERENCE or dense is None:
+            continue
+        difference = paired(dense["avg_gap"], row["avg_gap"])
+        entry = {"method": row["method"], "label": NAMES.get(row["method"], row["method"]),
+                 "sparsity": row["sparsity"], "comparison": f"{row['label']} - {dense['label']}",
+                 "dense": _brief(dense["avg_gap"]), "sparse": _brief(row["avg_gap"]), "difference": difference,
+                 "interval": INTERVAL, "verdict": verdict(difference, "sparse")}
+        if row["method"] != "raw":
+            entry["vs_original"] = {}
+            for name, r in (("dense", dense), ("sparse", row)):
+                raw = by_key.get(("raw", False, r["sparsity"]))
+                entry["vs_original"][name] = paired(raw["avg_gap"], r["avg_gap"]) if raw else None
+        out.append(entry)
+    stats.correct(out, stats.PRIMARY_SPARSE)
+    return stats.split_check(out, t_interval)
 
 
 def fmt(stat, digits=2):
@@ -161,11 +211,51 @@ def _interval_cell(stat):
     return "—" if stat["low"] is None else f"[{stat['low']:.2f}, {stat['high']:.2f}]"
 
 
+def _p_cell(c):
+    if c.get("p") is None:
+        return "—"
+    return f"{c['p']:.3g} / {c['p_holm']:.3g} ({c['family']})"
+
+
+SIGN = {"reduces": "−", "increases": "+", "no detectable difference": "0", "n/a": "n/a"}
+
+
+def _halves_cell(c):
+    parts = c.get("halves") or []
+    if len(parts) != 2 or parts[0]["mean"] is None or parts[1]["mean"] is None:
+        return "—"
+    cells = [f"{h['mean']:+.2f} ({SIGN[h['direction']]})" for h in parts]
+    return " / ".join(cells) + (" **differ**" if c["stable"] is False else "")
+
+
+def _verdict_cell(c, what):
+    return c["holm"] if c["holm"] in ("n/a", "no detectable difference") else f"{what} {c['holm']} the gap"
+
+
+STAT_HEADER = ["95% CI (Student t)", "p / Holm p (family)", "Verdict (Holm)", "Halves (1st / 2nd)"]
+
+
+def _stat_cells(c, what):
+    return [_interval_cell(c["difference"]), _p_cell(c), _verdict_cell(c, what), _halves_cell(c)]
+
+
 def mask_table(masking):
-    header = ["Method", "Avg. Gap (no mask)", "Avg. Gap (+ mask)", "Paired seeds", "Difference (mask - no mask)",
-              "95% CI (Student t)", "Verdict"]
+    header = ["Method", "Avg. Gap (no mask)", "Avg. Gap (+ mask)", "Paired seeds", "Difference (mask - no mask)"]
     lines = [[m["label"], fmt(m["without_mask"]), fmt(m["with_mask"]), str(m["difference"]["n"]),
-              fmt(m["difference"]), _interval_cell(m["difference"]), m["verdict"]] for m in masking]
+              fmt(m["difference"])] + _stat_cells(m, "mask") for m in masking]
+    return _md_table(header + STAT_HEADER, lines)
+
+
+def sparse_md(sparse):
+    header = ["Method", "Sparsity", "Avg. Gap (dense)", "Avg. Gap (sparse)", "Paired seeds",
+              "Difference (sparse - dense)"] + STAT_HEADER + ["vs Original, dense", "vs Original, sparse"]
+    lines = []
+    for c in sparse:
+        versus = [("—" if not c.get("vs_original") or c["vs_original"][k] is None else
+                   f"{c['vs_original'][k]['mean']:+.2f} {_interval_cell(c['vs_original'][k])}")
+                  for k in ("dense", "sparse")]
+        lines.append([c["label"], f"{100 * c['sparsity']:g}%", fmt(c["dense"]), fmt(c["sparse"]),
+                      str(c["difference"]["n"]), fmt(c["difference"])] + _stat_cells(c, "sparsity") + versus)
     return _md_table(header, lines)
 
 
@@ -190,7 +280,20 @@ MASK_NOTES = """Difference: per seed, Avg. Gap with the mask minus without (pair
 the paired seeds. 95% CI: Student t interval of the mean difference with n - 1 degrees of freedom,
 mean ± t(0.975, n - 1) x std / sqrt(n) (t = 12.71, 4.30, 3.18 for 2, 3, 4 seeds). Verdict: "mask reduces the
 gap" when the whole interval is below 0, "mask increases the gap" when it is above 0, "no detectable
-difference" when it contains 0, "n/a" with fewer than two paired seeds."""
+difference" when it contains 0, "n/a" with fewer than two paired seeds. p: the paired two-sided t test; Holm p:
+Holm's step-down correction within the family (primary: RL with and without the mask, decided in advance;
+secondary: every other method of this table); Verdict (Holm): the direction when Holm p < 0.05. Halves: the
+mean difference of the first and of the second half of the seeds (in seed order) with the sign of each half's
+own verdict
+(−: reduces, +: increases, 0: no detectable difference); "differ" marks halves whose verdicts disagree."""
+
+SPARSE_NOTES = """Each arm's Avg. Gap is measured against its own gold standard: the dense arm's against retraining the
+dense model without the forget set, the sparse arm's against retraining the pruned model (same zeros) without
+it. Difference: per seed, sparse - dense (below 0: the method lands closer to its gold standard on the sparse
+model, the seed paper's claim). Holm's families: primary FT, GA, FF and IU (the paper's methods, decided in
+advance), secondary every other method. vs Original: per seed, the method's Avg. Gap minus the untouched
+model's (Original) in the same arm, with its 95% t interval; pruning alone can move the model and its gold
+standard toward each other, and this column shows what the method itself adds."""
 
 
 def write_outputs(save_dir, meta, rows, masking, records, failures, plots=True):
@@ -201,8 +304,8 @@ def write_outputs(save_dir, meta, rows, masking, records, failures, plots=True):
     with open(paths["results.md"], "w") as f:
         f.write(text)
     write_csv(paths["results.csv"], rows)
-    utils.write_json({"meta": meta, "rows": rows, "masking": masking, "per_seed": per_seed(records), "runs": records,
-                      "failed": failures}, paths["results.json"])
+    utils.write_json({"meta": meta, "rows": rows, "masking": masking, "sparse": sparse_table(rows),
+                      "per_seed": per_seed(records), "runs": records, "failed": failures}, paths["results.json"])
     written = list(paths.values())
     if plots:
         written += make_plots(save_dir, rows, masking, meta.get("title", ""))
@@ -218,23 +321,27 @@ def render_markdown(meta, rows, masking, failures):
         if salun_vs_rl(masking):
             parts += [salun_vs_rl(masking), ""]
         parts += [MASK_NOTES, ""]
+    sparse = sparse_table(rows)
+    if sparse:
+        parts += ["## Avg. Gap on the dense and on the sparse original model", "", sparse_md(sparse), "",
+                  SPARSE_NOTES, ""]
     if failures:
         parts += ["## Failed runs", ""]
-        parts += [f"- seed {f['seed']}, {label(f['method'], f['masked'])}: {f['error']}" for f in failures]
+        parts += [f"- seed {f['seed']}, {label(f['method'], f['masked'], arm(f))}: {f['error']}" for f in failures]
         parts.append("")
     return "\n".join(parts)
 
 
 def write_csv(path, rows):
     keys = [key for key, _ in COLUMNS]
-    header = ["label", "method", "masked", "seeds", "failed_seeds"]
+    header = ["label", "method", "masked", "sparsity", "seeds", "failed_seeds"]
     header += [f"{k}_{s}" for k in keys for s in ("mean", "std")]
     header += ["published_" + k for k in ("UA", "MIA_efficacy", "RA", "TA", "avg_gap", "RTE_minutes")]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
-            line = [r["label"], r["method"], int(r["masked"]), " ".join(map(str, r["seeds"])),
+            line = [r["label"], r["method"], int(r["masked"]), f"{r['sparsity']:g}", " ".join(map(str, r["seeds"])),
                     " ".join(map(str, r["failed_seeds"]))]
             line += ["" if r[k][s] is None else f"{r[k][s]:.6g}" for k in keys for s in ("mean", "std")]
             line += ["" if v is None else v for v in r["published"]] if r["published"] else [""] * 6
@@ -262,8 +369,9 @@ def make_plots(save_dir, rows, masking, title):
         fig.savefig(out[-1], dpi=120)
         plt.close(fig)
 
-    by_key = {(r["method"], r["masked"]): r["avg_gap"] for r in rows}
-    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != REFERENCE and r["avg_gap"]["values"]))
+    by_key = {(r["method"], r["masked"]): r["avg_gap"] for r in rows if not r["sparsity"]}
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != REFERENCE and r["avg_gap"]["values"]
+                                 and not r["sparsity"]))
     if methods:
         fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(methods)), 3.8))
         legend = {False: "no mask", True: "+ saliency mask"}
@@ -293,7 +401,8 @@ def make_plots(save_dir, rows, masking, title):
             if d["low"] is not None:
                 ax.errorbar(x + 0.15, d["mean"], yerr=d["half_width"], fmt="D", color="k", markersize=5, capsize=4)
         ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_xticks(range(len(masking)), ["SalUn vs RL" if m["method"] == "RL" else m["label"] for m in masking])
+        names = ["SalUn vs RL" if m["method"] == "RL" else NAMES.get(m["method"], m["method"]) for m in masking]
+        ax.set_xticks(range(len(masking)), names)
         ax.set_ylabel("Avg. Gap: mask - no mask (below 0: mask helps)")
         ax.set_title(title + " (dots: seeds; diamond and bar: mean, 95% Student t interval)", fontsize=9)
         save(fig, "mask_difference.png")
@@ -314,4 +423,25 @@ def make_plots(save_dir, rows, masking, title):
         ax.set_title(title + " (small: each seed; large: mean ± std over seeds)", fontsize=9)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         save(fig, "ua_vs_ta.png")
+    if any(r["sparsity"] for r in rows):
+        save(sparsity_plot(plt, rows, title), "sparsity.png")
     return out
+
+
+def sparsity_plot(plt, rows, title):
+    """Avg. Gap (mean, 95% t interval over seeds) against the sparsity of the original model, per method; each arm
+    against its own gold standard."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["sparsity"] and r["method"] != REFERENCE))
+    for i, method in enumerate(methods):
+        arms = sorted((r for r in rows if r["method"] == method and not r["masked"] and r["avg_gap"]["values"]),
+                      key=lambda r: r["sparsity"])
+        cis = [t_interval(r["avg_gap"]["values"]) for r in arms]
+        xs = [100 * r["sparsity"] + 0.4 * (i - len(methods) / 2) for r in arms]
+        ax.errorbar(xs, [c["mean"] for c in cis], yerr=[c["half_width"] or 0 for c in cis], marker="o", capsize=3,
+                    label=NAMES.get(method, method))
+    ax.set_xlabel("sparsity of the original model (%; 0 = dense)")
+    ax.set_ylabel("Avg. Gap to the arm's own retrain")
+    ax.set_title(title + " (mean and 95% t interval over seeds)", fontsize=9)
+    ax.legend(fontsize=8)
+    return fig

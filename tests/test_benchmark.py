@@ -89,7 +89,8 @@ def test_collect_matches_hand_computed(tmp_path):
     md = (out / "results.md").read_text()
     assert "| FT + mask | 5.00 ± 1.41 | 10.50 ± 2.12 | 99.00 ± 1.41 | 90.50 ± 0.71 | 0.75 ± 0.35 |" in md
     assert "| GA |" in md and "1 (1 failed)" in md and "loss became nan" in md
-    assert "| FT | 3.62 ± 0.18 | 0.75 ± 0.35 | 2 | -2.88 ± 0.18 | [-4.46, -1.29] | mask reduces the gap |" in md
+    assert "| FT | 3.62 ± 0.18 | 0.75 ± 0.35 | 2 | -2.88 ± 0.18 | [-4.46, -1.29] | 0.0277 / 0.0277 (secondary) | " \
+           "mask reduces the gap |" in md  # p: t = 2.875 / (0.177 / sqrt 2) = 23.0, 1 degree of freedom
     assert "Student t interval of the mean difference with n - 1 degrees of freedom" in md
     assert "SalUn vs RL" not in md  # RL was not run
     with open(out / "results.csv") as f:
@@ -99,8 +100,8 @@ def test_collect_matches_hand_computed(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["masking"][0]["difference"]["high"] == pytest.approx(-1.2867, abs=1e-3) and len(saved["runs"]) == 7
     assert "Student t" in saved["masking"][0]["interval"] and len(saved["per_seed"]) == 7
-    assert {"method": "FT", "masked": True, "seed": 2, "UA": 6.0, "MIA_efficacy": 12.0, "RA": 98.0, "TA": 91.0,
-            "avg_gap": 1.0, "RTE_minutes": 0.2} in saved["per_seed"]
+    assert {"method": "FT", "masked": True, "seed": 2, "sparsity": 0.0, "UA": 6.0, "MIA_efficacy": 12.0, "RA": 98.0,
+            "TA": 91.0, "avg_gap": 1.0, "RTE_minutes": 0.2} in saved["per_seed"]
     for name in ("avg_gap.png", "mask_difference.png", "ua_vs_ta.png"):
         assert (out / name).stat().st_size > 0
 

@@ -63,13 +63,13 @@ def test_masking_pairs_by_seed():
     line = tables.salun_vs_rl(list(masking.values()))
     assert line == ("SalUn vs RL: Avg. Gap of SalUn (RL + mask) minus RL's, paired over 3 seeds: mean -2.00, "
                     "95% CI [-4.48, 0.48]: no detectable difference.")
-    assert "| RL | 4.00 ± 1.00 | 2.00 ± 0.00 | 3 | -2.00 ± 1.00 | [-4.48, 0.48] | no detectable difference |" in \
-        tables.mask_table(list(masking.values()))
+    assert ("| RL | 4.00 ± 1.00 | 2.00 ± 0.00 | 3 | -2.00 ± 1.00 | [-4.48, 0.48] | 0.0742 / 0.0742 (primary) | "
+            "no detectable difference | -1.00 (n/a) / -2.50 (0) |") in tables.mask_table(list(masking.values()))
 
 
 def test_per_seed_values():
     entries = tables.per_seed(_records())
     assert [(e["method"], e["masked"]) for e in entries][:4] == [("retrain", False)] * 3 + [("FT", False)]
-    assert entries[6] == {"method": "FT", "masked": False, "seed": 4, "UA": 4.0, "MIA_efficacy": 0.0, "RA": 0.0,
-                          "TA": 0.0, "avg_gap": None, "RTE_minutes": 0.1}
+    assert entries[6] == {"method": "FT", "masked": False, "seed": 4, "sparsity": 0.0, "UA": 4.0, "MIA_efficacy": 0.0,
+                          "RA": 0.0, "TA": 0.0, "avg_gap": None, "RTE_minutes": 0.1}
     assert [e["avg_gap"] for e in entries if e["method"] == "RL" and e["masked"]] == [2.0, 2.0, 2.0]
