@@ -1,4 +1,5 @@
-"""NegGrad+, SCRUB, CF-k, EU-k and SSD: their definitions, and the mask contract for each of them."""
+"""NegGrad+, SCRUB, CF-k and EU-k: their definitions, and the mask contract for each of them and for SSD
+(whose definition tests/test_ssd.py checks)."""
 import copy
 import types
 
@@ -92,46 +93,71 @@ def trained(digits_run):
 
 
 def test_scrub_max_steps_raise_the_forget_kl(setup, digits_run, monkeypatch):
-    """Each max-step (here in eval mode, so that only the weights change) moves the student further from the
-    teacher on the forget set. (The KL's gradient is 0 where student and teacher agree; in training, batch
-    statistics and the min-steps make them differ, here a small perturbation does.)"""
+    """Each max-step moves the student further from the teacher on the forget set. The max-steps here see the
+    whole forget set in one batch, unaugmented and in eval mode (so that only the weights change): each is a
+    gradient ascent step on exactly the KL measured, which a small step raises. (The KL's gradient is 0 where
+    student and teacher agree; in training, batch statistics and the min-steps make them differ, here a small
+    perturbation does.) On ten models (4 seeds, 1 and 2 threads, other kernels) each step raised it by 6% or
+    more, far above rounding; the 5 steps by 1.4x to 25x, too wide a range to bound the total."""
     splits, _ = setup
     original = trained(digits_run)
     seen = capture_run(monkeypatch)
-    METHODS["SCRUB"](original, splits, method_args(scrub_max_epochs=1, batch_size=8), CPU, None)
+    xf, _ = splits.xy("forget")
+    METHODS["SCRUB"](original, splits, method_args(scrub_max_epochs=1, batch_size=len(xf), no_aug=True), CPU, None)
+    (x, maximize), y = next(seen["make"](0))
+    assert maximize and len(x) == len(xf)
     student = copy.deepcopy(original)
     torch.manual_seed(0)
     with torch.no_grad():
         for p in student.parameters():
             p.add_(torch.randn_like(p), alpha=0.01)
     sgd = torch.optim.SGD(student.parameters(), lr=5e-4)  # the SCRUB code's learning rate
-    xf, _ = splits.xy("forget")
     kls = [forget_kl(student, original, xf)]
-    for (x, maximize), y in seen["make"](0):
-        if maximize:
-            sgd.zero_grad()
-            seen["loss_fn"](student, (x, maximize), y).backward()
-            sgd.step()
-            kls.append(forget_kl(student, original, xf))
-    assert len(kls) == 6 and all(b > a for a, b in zip(kls, kls[1:])) and kls[-1] > 10 * kls[0]
+    for _ in range(5):
+        sgd.zero_grad()
+        seen["loss_fn"](student, (x, maximize), y).backward()
+        sgd.step()
+        kls.append(forget_kl(student, original, xf))
+    assert all(b > a for a, b in zip(kls, kls[1:])), kls
 
 
-def test_scrub_runs_with_and_without_max_steps(setup, digits_run):
-    """The whole method: with max-steps in its epoch, the forget-set KL to the teacher ends higher than without,
-    and rises more than the retain set's; the teacher (the model passed in) is not changed."""
+def max_diff(a, b):
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("max_epochs", [0, 1])
+def test_scrub_equals_a_transcription(setup, digits_run, max_epochs):
+    """The whole method, 2 epochs, against a transcription: a pass over the forget batches maximizing the KL in
+    the first max_epochs epochs, then every epoch a pass over the retain batches minimizing gamma CE + alpha KL;
+    one SGD (momentum, weight decay) for both; the student in train mode; the teacher a copy of the model passed
+    in, in eval mode and never changed. In float64, where rounding cannot flip a ReLU: initial weights moved by
+    16 ulp move the result by 1.4e-14 at most (on four of the ten models of the test above), while the runs
+    with and without max-steps differ by 0.06 or more; so a 1e-9 tolerance holds on any CPU."""
     splits, _ = setup
-    original = trained(digits_run)
-    before = weights(original)
-    (xf, _), (xr, _) = splits.xy("forget"), splits.xy("retain")
-    kls = {}
-    for max_epochs in (0, 1):
-        torch.manual_seed(3)
-        student = METHODS["SCRUB"](copy.deepcopy(original), splits, method_args(
-            scrub_max_epochs=max_epochs, batch_size=16, unlearn_lr=0.005), CPU, None)
-        kls[max_epochs] = forget_kl(student, original, xf), forget_kl(student, original, xr)
-    (forget0, retain0), (forget1, retain1) = kls[0], kls[1]
-    assert forget1 > 1.3 * forget0 and forget1 - forget0 > 2 * (retain1 - retain0)
-    assert all(torch.equal(p, before[n]) for n, p in weights(original).items())
+    (xf, yf), (xr, yr) = splits.xy("forget"), splits.xy("retain")
+    data = {"forget": (xf.double(), yf), "retain": (xr[:96].double(), yr[:96])}
+    start = trained(digits_run).double()
+    args = method_args(scrub_max_epochs=max_epochs, unlearn_epochs=2, batch_size=16, unlearn_lr=0.01, no_aug=True,
+                       scrub_alpha=0.5, scrub_gamma=0.5)
+    torch.manual_seed(3)
+    out = METHODS["SCRUB"](copy.deepcopy(start), types.SimpleNamespace(xy=data.get), args, CPU, None).state_dict()
+    teacher, student = copy.deepcopy(start).eval(), copy.deepcopy(start).train()
+    sgd = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    torch.manual_seed(3)
+    for epoch in range(2):
+        for name in ["forget"] * (epoch < max_epochs) + ["retain"]:
+            x, y = data[name]
+            for i in torch.randperm(len(x)).split(16):
+                logits = student(x[i])
+                with torch.no_grad():
+                    log_t = F.log_softmax(teacher(x[i]) / 4, 1)
+                kl = (log_t.exp() * (log_t - F.log_softmax(logits / 4, 1))).sum(1).mean() * 16
+                loss = -kl if name == "forget" else 0.5 * F.cross_entropy(logits, y[i]) + 0.5 * kl
+                sgd.zero_grad()
+                loss.backward()
+                sgd.step()
+    assert max_diff(out, student.state_dict()) < 1e-9
+    assert max_diff(out, start.state_dict()) > 0.01
 
 
 def test_scrub_losses(setup, monkeypatch):
@@ -215,55 +241,6 @@ def test_eu_k_keeps_a_pruned_model_sparse(setup):
     for n, keep in model.prune_mask.items():
         assert (out.state_dict()[n][~keep] == 0).all(), n
     assert (out.linear.weight[model.prune_mask["linear.weight"]] != 0).all()
-
-
-class Stub:
-    """The two splits SSD reads."""
-
-    def __init__(self, x, y, forget):
-        self.data = {"train": (x, y), "forget": (x[forget], y[forget])}
-
-    def xy(self, name):
-        return self.data[name]
-
-
-def fisher_by_loop(model, x, y):
-    """Mean over examples of the squared per-example gradient, one backward pass per example."""
-    model.eval()
-    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-    for i in range(len(x)):
-        model.zero_grad()
-        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
-        for n, p in model.named_parameters():
-            total[n] += p.grad.square()
-    return {n: t / len(x) for n, t in total.items()}
-
-
-@pytest.mark.parametrize("alpha,lam", [(10.0, 1.0), (2.0, 0.5), (0.5, 3.0)])
-def test_ssd_dampens_exactly_the_chosen_weights(alpha, lam):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
-    x, y = torch.randn(60, 5), torch.randint(0, 3, (60,))
-    forget = torch.arange(5)
-    x[5:, 4] = 0  # weights reading input 4 learn from the forget examples only: I_f = 12 I_d there
-    i_d, i_f = fisher_by_loop(model, x, y), fisher_by_loop(model, x[forget], y[forget])
-    mask = random_mask(model, seed=3)
-    mask.pop("2.bias")  # a parameter the mask does not name moves freely
-    before = weights(model)
-    out = weights(METHODS["SSD"](model, Stub(x, y, forget), method_args(ssd_alpha=alpha, ssd_lambda=lam), CPU, mask))
-    chosen_total = damped_total = 0
-    for n, w in before.items():
-        gap = i_f[n] - alpha * i_d[n]
-        assert (gap.abs() > 1e-3 * i_f[n]).all()  # no weight at the threshold, where rounding could decide
-        chosen = (gap > 0) & mask.get(n, torch.ones_like(w, dtype=torch.bool))
-        factor = torch.where(chosen, (lam * i_d[n] / i_f[n]).clamp(max=1), torch.ones_like(w))
-        assert torch.equal(out[n][~chosen], w[~chosen]), n
-        torch.testing.assert_close(out[n], w * factor, rtol=1e-5, atol=0)
-        chosen_total += int(chosen.sum())
-        damped_total += int((factor < 1).sum())
-    assert chosen_total > 0 and damped_total > 0
-    if lam > alpha:
-        assert damped_total < chosen_total  # min(., 1) keeps some chosen weights as they are
 
 
 @pytest.mark.parametrize("name", ["NegGrad_plus", "SCRUB", "CF_k", "EU_k", "SSD"])

@@ -68,16 +68,20 @@ def nearest_other_class(model, x, y, bound):
 
 
 def test_bs_labels_are_the_nearest_other_class_of_the_original_model(setup, digits_run, monkeypatch):
-    splits, _ = setup
-    model = trained(digits_run)
+    """In float64: the method labels a batch at a time, this test one example at a time, so the sign of an input
+    gradient near 0 and the order of two logits near a tie come out alike only where rounding is far below them.
+    Over ten models (4 seeds, 1 and 2 threads, other kernels) the smallest input gradient was 4e-6 of the largest
+    and the closest runner-up logit 7e-5 (relative) away: a few hundred times float32 rounding, 1e10 float64's."""
+    xf, yf = setup[0].xy("forget")
+    xf = xf.double()
+    model = trained(digits_run).double()
     original = copy.deepcopy(model)
     seen = capture_run(monkeypatch)
-    METHODS["BS"](model, splits, method_args(batch_size=16), CPU, None)
+    METHODS["BS"](model, types.SimpleNamespace(xy=lambda name: (xf, yf)), method_args(batch_size=16), CPU, None)
     assert seen["loss_fn"] is trainer.cross_entropy and seen["model"] is model
     with torch.no_grad():  # the labels come from a copy of the model as it was passed in, not from the one trained
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    xf, yf = splits.xy("forget")
     batches = list(seen["make"](0))
     assert len(batches) == seen["steps"] == dataset.num_batches(len(xf), 16)
     x = torch.cat([b[0] for b in batches])
@@ -88,9 +92,9 @@ def test_bs_labels_are_the_nearest_other_class_of_the_original_model(setup, digi
     expected, crossed = nearest_other_class(original.eval(), x, y, 0.1)
     assert (labels != y).all()
     assert torch.equal(labels, expected)
-    assert crossed.any() and not crossed.all()  # both cases: the step crosses a boundary, or only approaches one
-    other, _ = nearest_other_class(original.eval(), x, y, 0.3)
-    assert not torch.equal(other, expected)  # the step size matters
+    assert crossed.any() and not crossed.all()  # both: the step crosses a boundary (16 to 26 of 40) or not
+    other, _ = nearest_other_class(original.eval(), x, y, 0.5)
+    assert not torch.equal(other, expected)  # the step size matters (7 to 19 of the 40 labels on the ten models)
 
 
 def test_bs_moves_the_forget_predictions_towards_the_new_labels(setup, digits_run):
