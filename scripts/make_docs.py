@@ -4,10 +4,12 @@
   as benchmark.py makes it);
 - docs/results/<name>/privacy.md from docs/results/<name>/privacy.json (suite/privacy.py's table and notes);
 - docs/presets.md from the preset registry (suite/presets.py);
-- docs/results/index.md: every results folder with its settings.
+- docs/results/index.md: every results folder with its settings;
+- docs/results/README.md, the papers' claims one by one, and its figures overview.png and forget_fraction.png
+  (suite/claims.py).
 
     python scripts/make_docs.py           # write the pages that differ
-    python scripts/make_docs.py --check   # write nothing; exit 1 naming every page that differs
+    python scripts/make_docs.py --check   # write nothing; exit 1 naming every page that differs (figures unchecked)
 """
 import argparse
 import glob
@@ -18,7 +20,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from suite import privacy, tables  # noqa: E402
+from suite import claims, privacy, tables  # noqa: E402
 from suite.presets import PRESETS, flags, label  # noqa: E402
 
 DOCS = os.path.join(REPO, "docs")
@@ -45,7 +47,8 @@ def privacy_page(path):
     settings = [f"- {key}: {value}" for key, value in meta["settings"].items()]
     return "\n".join([f"# {meta['title']}", ""] + settings + ["", privacy.table(rows), "",
                                                              privacy.notes(meta["settings"]["K"],
-                                                                           meta["null_forgetting_score"]), ""])
+                                                                           meta["null_forgetting_score"],
+                                                                           meta["largest_abs_statistic"]), ""])
 
 
 def _table(header, lines):
@@ -164,6 +167,7 @@ def pages():
         out[os.path.join(os.path.dirname(path), "privacy.md")] = privacy_page(path)
     out[os.path.join(DOCS, "presets.md")] = presets_page()
     out[os.path.join(RESULTS, "index.md")] = index_page()
+    out[os.path.join(RESULTS, "README.md")] = claims.page(RESULTS) + "\n"
     return out
 
 
@@ -181,6 +185,8 @@ def main(argv=None):
         if not args.check:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
+    if not args.check:
+        claims.figures(RESULTS)
     if args.check and differ:
         print("out of date (run python scripts/make_docs.py): " + ", ".join(differ), file=sys.stderr)
         return 1
