@@ -16,6 +16,18 @@ class Parser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 
+    def parse_args(self, args=None, namespace=None):
+        """Parse, then fill --momentum / --weight_decay left out: the unlearning method's own SGD settings
+        (`unlearn.register`), else the reference's 0.9 / 5e-4."""
+        out = super().parse_args(args, namespace)
+        if hasattr(out, "momentum"):
+            from unlearn import METHODS, REFERENCE_SGD
+            method = METHODS.get(getattr(out, "unlearn", None))
+            momentum, weight_decay = getattr(method, "sgd", REFERENCE_SGD)
+            out.momentum = momentum if out.momentum is None else out.momentum
+            out.weight_decay = weight_decay if out.weight_decay is None else out.weight_decay
+        return out
+
 
 def _number(kind, low=None, high=None, low_open=False, high_open=False):
     def parse(text):
@@ -110,16 +122,23 @@ def _data(p):
     run.add_argument("--train_seed", type=int, default=1, help="seed for initialization and batch order")
     run.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     run.add_argument("--gpu", type=nonneg_int, default=None, help="CUDA device index")
-    run.add_argument("--print_freq", type=pos_int, default=50, help="steps between progress lines")
+    run.add_argument("--print_freq", type=pos_int, default=50,
+                     help="accepted for the reference's commands and ignored: progress is a bar and one line per epoch")
 
 
 def _train(p):
     g = p.add_argument_group("training", "SGD and its schedule; unlearning takes --unlearn_lr and --unlearn_epochs "
                                          "instead of --lr and --epochs")
-    g.add_argument("--lr", type=pos_float, default=0.1, help="learning rate")
-    g.add_argument("--momentum", type=nonneg_float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight_decay", type=nonneg_float, default=5e-4, help="weight decay")
-    g.add_argument("--epochs", type=pos_int, default=182, help="training epochs")
+    g.add_argument("--lr", type=pos_float, default=0.1,
+                   help="learning rate (also of GA_prune and GA_prune_bi, which read it as the reference does)")
+    g.add_argument("--momentum", type=nonneg_float, default=None,
+                   help="SGD momentum (default: 0.9; unlearning: the method's authors' value, 0 for NegGrad_plus, "
+                        "CF_k and EU_k)")
+    g.add_argument("--weight_decay", type=nonneg_float, default=None,
+                   help="weight decay (default: 5e-4; unlearning: the method's authors' value, 0 for NegGrad_plus, "
+                        "CF_k and EU_k)")
+    g.add_argument("--epochs", type=pos_int, default=182,
+                   help="training epochs (also of GA_prune and GA_prune_bi, which read it as the reference does)")
     g.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up epochs")
     g.add_argument("--decreasing_lr", type=milestones, default="91,136", help="epochs where lr drops 10x")
     g.add_argument("--amp", action="store_true", help="bfloat16 autocast for training steps (GPU)")
@@ -130,24 +149,31 @@ def _prune(p):
     g = p.add_argument_group("pruning")
     g.add_argument("--prune", default="omp", choices=["omp", "imp", "saliency"],
                    help="omp: one-shot magnitude pruning; imp: iterative; saliency: SalUn masks")
-    g.add_argument("--pruning_times", type=pos_int, default=1, help="pruning rounds, each one trained")
-    g.add_argument("--rate", type=fraction, default=0.2, help="fraction of weights pruned per round")
+    _prune_amount(g, "pruning rounds, each one trained", "fraction of weights pruned per round")
     g.add_argument("--prune_type", default="rewind_lt", choices=["lt", "pt", "rewind_lt"],
                    help="what each round rewinds to: lt the initialization, rewind_lt the weights after "
                         "--rewind_epoch (or --rewind_pth), pt the dense model")
-    g.add_argument("--random_prune", action="store_true", help="prune at random instead of by magnitude")
     g.add_argument("--rewind_epoch", type=nonneg_int, default=0,
                    help="rewind_lt: the dense training epoch whose weights a round rewinds to (0: initialization)")
     g.add_argument("--rewind_pth", default=None, help="weights to rewind to")
 
 
+def _prune_amount(g, times_help, rate_help):
+    """The pruning flags that main_imp.py and the unlearning methods that prune share."""
+    g.add_argument("--pruning_times", type=pos_int, default=1, help=times_help)
+    g.add_argument("--rate", type=fraction, default=0.2, help=rate_help)
+    g.add_argument("--random_prune", action="store_true", help="prune at random instead of by magnitude")
+
+
 def _unlearn(p):
-    from unlearn import METHODS
+    from unlearn import ALIASES, METHODS, canonical
     g = p.add_argument_group("unlearning")
-    g.add_argument("--unlearn", default="retrain", choices=sorted(METHODS), help="the method (README: Methods)")
+    g.add_argument("--unlearn", default="retrain", type=canonical, choices=sorted(METHODS) + sorted(ALIASES),
+                   help="the method (README: Methods); the reference's other names run ours and are recorded as "
+                        "ours: " + ", ".join(f"{a} runs {m}" for a, m in ALIASES.items()))
     g.add_argument("--unlearn_lr", type=pos_float, default=0.01, help="learning rate of a training method")
     g.add_argument("--unlearn_epochs", type=pos_int, default=10, help="epochs of a training method")
-    g.add_argument("--alpha", type=nonneg_float, default=0.2, help="FF/IU noise or l1 strength")
+    g.add_argument("--alpha", type=nonneg_float, default=0.2, help="FF/IU noise; l1 strength of FT_prune and GA_l1")
     g.add_argument("--mask_ratio", type=ratio, default=None, help="compute a saliency mask at this ratio")
     g.add_argument("--fast_eval", action="store_true",
                    help="evaluate only what the benchmark's tables show (accuracies and MIA-Efficacy's confidence "
@@ -170,6 +196,8 @@ def _unlearn(p):
                    help="RL, SalUn_soft: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
                         "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
                         "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
+    m.add_argument("--forget_batch_size", type=pos_int, default=None,
+                   help="NegGrad_plus, SCRUB: examples per forget-set batch (default: --batch_size)")
     m.add_argument("--neggrad_beta", type=_number(float, 0.0, 1.0), default=0.9999,
                    help="NegGrad_plus: loss = beta * CE(retain) - (1 - beta) * CE(forget)")
     m.add_argument("--scrub_max_epochs", type=nonneg_int, default=2,
@@ -196,7 +224,9 @@ def _unlearn(p):
 
 def _attack(p):
     g = p.add_argument_group("backdoor attack")
-    g.add_argument("--attack", default="backdoor", choices=["backdoor"], help="the attack (the reference's only one)")
+    g.add_argument("--attack", default="backdoor", choices=["backdoor"],
+                   help="accepted for the reference's commands; the trigger patch is the only attack, so it changes "
+                        "nothing")
     g.add_argument("--trigger_size", type=pos_int, default=4, help="side in pixels of the square trigger")
 
 
@@ -217,4 +247,9 @@ def build_parser(description, groups):
     parser = Parser(description=description, formatter_class=HelpFormatter, usage="%(prog)s [-h] [options]")
     for name in groups:
         _ADDERS[name](parser)
+    if "unlearn" in groups and "prune" not in groups:
+        _prune_amount(parser.add_argument_group("pruning during unlearning", "FT_prune_bi, GA_prune, GA_prune_bi"),
+                      "GA_prune: states, each GA for --epochs and then a pruning, rewound in between",
+                      "fraction of the remaining conv weights a pruning removes (FT_prune_bi: in all, over its "
+                      "prunings)")
     return parser

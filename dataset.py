@@ -185,7 +185,6 @@ def imagefolder(root, data_dir, stream=False):
     same folders). Each image is converted to RGB, its shorter side resized to the first training image's
     shorter side, then the central square kept (then resized to --input_size, when given). Held as tensors, or
     streamed with --stream (then read at --input_size directly)."""
-    from PIL import Image
     has = {s: os.path.isdir(os.path.join(root, s)) for s in ("test", "val")}
     held_out = "val" if has["val"] and not has["test"] else "test"
     sets = _folders("imagefolder", root, "your images as train/<class>/* and test/<class>/* under --data",
@@ -193,7 +192,7 @@ def imagefolder(root, data_dir, stream=False):
     if sets[0].classes != sets[1].classes:
         raise UserError(f"dataset imagefolder: '{os.path.join(root, held_out)}' does not hold the same class "
                         f"folders as '{os.path.join(root, 'train')}'")
-    with Image.open(sets[0].samples[0][0]) as first:
+    with _open_image(sets[0].samples[0][0]) as first:
         size = min(first.size)
     xs = [ImageFiles([p for p, _ in ds.samples], size) for ds in sets]
     if not stream:
@@ -238,6 +237,17 @@ def load_dataset(name, root="./data", data_dir="./tiny-imagenet-200", input_size
 
 # ---------------------------------------------------------------- images streamed from files
 
+def _open_image(path):
+    """PIL's image at `path`, decoded; a file PIL cannot read is a UserError naming it."""
+    from PIL import Image
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(f"cannot read image '{path}': {err}") from None
+
+
 class _Decode(torch.utils.data.Dataset):
     """Image i of `paths` as a float CHW tensor in [0, 1]: RGB, shorter side resized to `size`, central square."""
 
@@ -249,7 +259,7 @@ class _Decode(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from PIL import Image
-        with Image.open(self.paths[i]) as img:
+        with _open_image(self.paths[i]) as img:
             img = img.convert("RGB")
             w, h = img.size
             if min(w, h) != self.size:
@@ -320,8 +330,11 @@ class ImageFiles:
             pin_memory=self.device.type == "cuda")
         read = iter(loader)
         for idx in index_lists:
-            yield next(read).to(self.device, non_blocking=True) if idx else torch.empty(0, *self.shape[1:],
-                                                                                       device=self.device)
+            try:
+                batch = next(read) if idx else torch.empty(0, *self.shape[1:])
+            except UserError as err:  # from a worker process it carries the worker's traceback: keep the last line
+                raise UserError(str(err).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+            yield batch.to(self.device, non_blocking=True)
 
     def stats(self, limit=1000):
         """Given per-channel mean and std, or those of up to `limit` evenly spaced images."""

@@ -302,7 +302,8 @@ def section_all_methods(args, device):
     meta = trainer.model_meta(types.SimpleNamespace(arch=args.arch, dataset="digits", imagenet_arch=False), raw)
     margs = main_forget.parse(["--dataset", "digits", "--arch", args.arch, "--unlearn_epochs", "1", "--batch_size",
                                "256", "--decreasing_lr", "100"])
-    margs.unlearn_lr = 1e-3
+    margs.unlearn_lr = margs.lr = 1e-3
+    margs.epochs = 1  # GA_prune and GA_prune_bi read --lr and --epochs
 
     def run(name):
         def call():

@@ -23,7 +23,7 @@ def method_args(**kw):
     base = dict(unlearn_lr=0.05, unlearn_epochs=1, momentum=0.9, weight_decay=5e-4, decreasing_lr=[], warmup=0,
                 batch_size=48, no_aug=False, resume=False, train_seed=1, amp=False, grad_chunk=0,
                 neggrad_beta=0.9999, scrub_max_epochs=2, scrub_alpha=0.001, scrub_gamma=0.99, scrub_kd_T=4.0,
-                last_k=1, ssd_alpha=10.0, ssd_lambda=1.0)
+                last_k=1, ssd_alpha=10.0, ssd_lambda=1.0, forget_batch_size=None)
     base.update(kw)
     return types.SimpleNamespace(**base)
 
@@ -65,11 +65,13 @@ def test_neggrad_plus_with_beta_one_is_ft(setup):
 def test_neggrad_plus_pairs_each_retain_batch_with_a_forget_batch(setup, monkeypatch):
     splits, meta = setup
     seen = capture_run(monkeypatch)
-    METHODS["NegGrad_plus"](None, splits, method_args(neggrad_beta=0.25, batch_size=16), CPU, None)
+    METHODS["NegGrad_plus"](None, splits, method_args(neggrad_beta=0.25, batch_size=16, forget_batch_size=8), CPU,
+                            None)
     (xr, yr), (xf, yf) = splits.xy("retain"), splits.xy("forget")
     batches = list(seen["make"](0))
     assert len(batches) == seen["steps"] == dataset.num_batches(len(xr), 16)
-    per_pass = dataset.num_batches(len(xf), 16)  # the forget set, reshuffled each time it runs out
+    assert {len(x[0]) for x, _ in batches[:-1]} == {16} and {len(x[1]) for x, _ in batches} <= {8, len(xf) % 8}
+    per_pass = dataset.num_batches(len(xf), 8)  # the forget set, reshuffled each time it runs out
     passes = [torch.cat([y[1] for _, y in batches[i:i + per_pass]]) for i in range(0, len(batches), per_pass)]
     assert all(sorted(p.tolist()) == sorted(yf.tolist()) for p in passes[:-1]) and len(passes) > 2
     assert not torch.equal(passes[0], passes[1])
@@ -165,11 +167,12 @@ def test_scrub_losses(setup, monkeypatch):
     seen = capture_run(monkeypatch)
     teacher = trainer.init_model(meta, 0, "cpu")
     METHODS["SCRUB"](teacher, splits, method_args(scrub_max_epochs=1, scrub_alpha=0.3, scrub_gamma=0.6,
-                                                  batch_size=16), CPU, None)
-    retain_steps, forget_steps = dataset.num_batches(len(splits.retain), 16), dataset.num_batches(40, 16)
+                                                  batch_size=16, forget_batch_size=32), CPU, None)
+    retain_steps, forget_steps = dataset.num_batches(len(splits.retain), 16), dataset.num_batches(40, 32)
     assert seen["steps"] == retain_steps + forget_steps
     first, second = list(seen["make"](0)), list(seen["make"](1))
     assert [b[0][1] for b in first] == [True] * forget_steps + [False] * retain_steps
+    assert [len(b[0][0]) for b in first[:forget_steps]] == [32, 8] and len(first[forget_steps][0][0]) == 16
     assert [b[0][1] for b in second] == [False] * retain_steps
     student = trainer.init_model(meta, 7, "cpu").eval()
     teacher.eval()
@@ -224,8 +227,11 @@ def test_eu_k_reinitializes_where_the_mask_allows(setup, monkeypatch):
     monkeypatch.setattr(loop, "run", lambda model, args, mask, *a, **kw: seen.update(model=model, mask=mask))
     METHODS["EU_k"](model, splits, method_args(last_k=2), CPU, mask)
     region = last_layers(model, 2)
+    layers = {n: m for n, m in model.named_modules()}
+    reinitialized = {n for n in region if isinstance(layers[n.rsplit(".", 1)[0]], (torch.nn.Conv2d, torch.nn.Linear))}
+    assert reinitialized and region - reinitialized  # the region holds a BatchNorm, which keeps its values
     for n, p in seen["model"].named_parameters():
-        expected = torch.where(mask[n], fresh[n], before[n]) if n in region else before[n]
+        expected = torch.where(mask[n], fresh[n], before[n]) if n in reinitialized else before[n]
         assert torch.equal(p.detach(), expected), n
         assert torch.equal(seen["mask"][n], mask[n] if n in region else torch.zeros_like(mask[n])), n
 
@@ -254,3 +260,16 @@ def test_masked_out_weights_stay_bit_identical(setup, name):
         assert torch.equal(p.detach()[~mask[n]], before[n][~mask[n]]), n
         moved += int((p.detach()[mask[n]] != before[n][mask[n]]).sum())
     assert moved > 0
+
+
+@pytest.mark.parametrize("method, expected", [("NegGrad_plus", (0.0, 0.0)), ("CF_k", (0.0, 0.0)),
+                                              ("EU_k", (0.0, 0.0)), ("SCRUB", (0.9, 5e-4)), ("FT", (0.9, 5e-4))])
+def test_each_method_gets_its_authors_sgd_unless_told(method, expected):
+    import main_baseline
+    import main_forget
+    args = main_forget.parse(["--unlearn", method])
+    assert (args.momentum, args.weight_decay) == expected
+    told = main_forget.parse(["--unlearn", method, "--momentum", "0.5", "--weight_decay", "0"])
+    assert (told.momentum, told.weight_decay) == (0.5, 0.0)
+    trained = main_baseline.parse([])
+    assert (trained.momentum, trained.weight_decay) == (0.9, 5e-4)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import distributed
 import main_baseline
 import trainer
 import utils
+from unlearn import METHODS
 from conftest import DIGITS_ARGS, REPO, cli_env, run_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,6 +76,18 @@ def streamed_fit(tree, stream=True):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def streamed_bs(tree, stream=True):
+    """BS (its labels found by an FGSM step on each rank's slice of a forget batch) for 1 epoch, batches of 4."""
+    raw = dataset.load_dataset("imagenet", root=tree, input_size=12, num_workers=1) if stream else \
+        dataset.load_dataset("TinyImagenet", data_dir=tree)
+    meta = dict(META, dataset="imagenet", num_classes=3, in_channels=3, image_size=12, mean=[0.5] * 3, std=[0.3] * 3)
+    model = trainer.init_model(meta, 1, "cpu")
+    args = types.SimpleNamespace(unlearn_lr=0.05, unlearn_epochs=1, momentum=0.9, weight_decay=5e-4, decreasing_lr=[],
+                                 warmup=0, batch_size=4, no_aug=False, resume=False, amp=False, bs_bound=0.1)
+    METHODS["BS"](model, dataset.make_splits(raw, 2, num_indexes_to_replace=7), args, torch.device("cpu"), None)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _worker(rank, world, port, out, tree):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
@@ -82,6 +96,7 @@ def _worker(rank, world, port, out, tree):
     try:
         results = {name: tiny_fit(**kw)[0] for name, kw in CASES.items()}
         results["streamed"], results["tensors"] = streamed_fit(tree), streamed_fit(tree, stream=False)
+        results["streamed_bs"], results["tensors_bs"] = streamed_bs(tree), streamed_bs(tree, stream=False)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
         distributed.cleanup()
@@ -112,8 +127,9 @@ def test_two_processes_equal_one(tmp_path):
     # streamed, each rank reads only its slice of each batch, and trains exactly as on the tensors' slices
     # (the last batch of 3 splits 2 + 1; both runs have the same shapes on the same rank, so the same kernels)
     for r in (0, 1):
-        streamed, held = ranks[r]["streamed"], ranks[r]["tensors"]
-        assert all(torch.equal(streamed[k], held[k]) for k in held), r
+        for kind in ("", "_bs"):  # plain training; BS, which labels each rank's slice itself
+            streamed, held = ranks[r]["streamed" + kind], ranks[r]["tensors" + kind]
+            assert all(torch.equal(streamed[k], held[k]) for k in held), (r, kind)
 
 
 # ---------------------------------------------------------------- torchrun: kill and resume

@@ -25,7 +25,8 @@ def trained(tmp_path_factory):
 
 def forget(save_dir, *extra):
     return main_forget.main(COMMON + ["--save_dir", str(save_dir), "--unlearn_epochs", "1", "--iu_samples", "64",
-                                      "--fisher_samples", "64", "--alpha", "1e-6", *extra])
+                                      "--fisher_samples", "64", "--alpha", "1e-6", "--epochs", "1", "--lr", "0.01",
+                                      *extra])  # --epochs, --lr: GA_prune's and GA_prune_bi's
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["dense", "mask0.5"])

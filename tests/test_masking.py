@@ -29,7 +29,8 @@ def method_args(**kw):
                 grad_chunk=0, fisher_samples=64, amp=False, iu_samples=64, iu_memory=1.0, iu_damping=1.0,
                 rl_order="mixed", dataset="digits", neggrad_beta=0.9, scrub_max_epochs=1, scrub_alpha=0.001,
                 scrub_gamma=0.99, scrub_kd_T=4.0, last_k=1, ssd_alpha=1.0, ssd_lambda=1.0, bs_bound=0.1,
-                salun_soft_ratio=0.5)
+                salun_soft_ratio=0.5, forget_batch_size=None, lr=0.05, epochs=1, rate=0.2, random_prune=False,
+                pruning_times=1)
     base.update(kw)
     return types.SimpleNamespace(**base)
 

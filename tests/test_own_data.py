@@ -95,3 +95,18 @@ def test_folder_mistakes_are_one_line(tmp_path):
     shutil.rmtree(root / "test")
     with pytest.raises(dataset.UserError, match="test' is missing"):
         dataset.load_dataset("imagefolder", str(root))
+
+
+@pytest.mark.parametrize("stream, workers", [(False, 0), (True, 0), (True, 1)])
+def test_an_unreadable_image_or_an_empty_class_is_one_line(tmp_path, stream, workers):
+    root = write_images(tmp_path / "images")
+    (root / "train" / CLASSES[1] / "broken.png").write_text("not an image")
+    with pytest.raises(dataset.UserError) as err:
+        raw = dataset.load_dataset("imagefolder", str(root), stream=stream, num_workers=workers)
+        raw.x_train[:]
+    assert str(err.value) == f"cannot read image '{root / 'train' / CLASSES[1] / 'broken.png'}': cannot identify " \
+                             f"image file '{root / 'train' / CLASSES[1] / 'broken.png'}'"
+    (root / "train" / CLASSES[1] / "broken.png").unlink()
+    (root / "train" / "empty").mkdir()
+    with pytest.raises(dataset.UserError, match="Found no valid file for the classes empty"):
+        dataset.load_dataset("imagefolder", str(root), stream=stream)

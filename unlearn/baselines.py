@@ -1,18 +1,22 @@
 """Further baselines: NegGrad+ and SCRUB (Kurmanji et al., NeurIPS 2023), CF-k and EU-k (Goel et al., 2022),
 SSD (Foster et al., AAAI 2024).
 
-- `NegGrad_plus`: every step one retain batch and one forget batch (the forget batches reshuffled each time
-  they run out); loss = beta * CE(retain) - (1 - beta) * CE(forget), beta = --neggrad_beta.
+- `NegGrad_plus`: every step one retain batch (--batch_size) and one forget batch (--forget_batch_size; the
+  forget batches reshuffled each time they run out); loss = beta * CE(retain) - (1 - beta) * CE(forget),
+  beta = --neggrad_beta. Plain SGD (no momentum, no weight decay) unless --momentum / --weight_decay are given,
+  as its authors train it.
 - `SCRUB`: the student is the model passed in, the teacher a frozen copy of it (eval mode). Each epoch:
-  in the first --scrub_max_epochs epochs a pass over the forget batches maximizing KL(teacher || student),
-  then a pass over the retain batches minimizing gamma * CE + alpha * KL(teacher || student). The KL is taken
-  at temperature T (--scrub_kd_T) and multiplied by T^2, mean over the batch. One optimizer (its momentum
-  included) serves both kinds of step, as in the reference code.
+  in the first --scrub_max_epochs epochs a pass over the forget batches (--forget_batch_size) maximizing
+  KL(teacher || student), then a pass over the retain batches (--batch_size) minimizing gamma * CE + alpha *
+  KL(teacher || student). The KL is taken at temperature T (--scrub_kd_T) and multiplied by T^2, mean over the
+  batch. One optimizer (its momentum included) serves both kinds of step, as in the reference code.
 - `CF_k` / `EU_k`: train on the retain set only the last k layers; a layer is a Conv2d or Linear module, counted
   from the end of `model.named_modules()` order, and the region also holds every other parameterised module
   registered after the first of them (the BatchNorms between them). The rest of the model is masked out, so
-  its weights stay bit-identical. EU_k first sets the region's weights to a fresh --train_seed initialization
-  (a pruned model's pruned weights are 0 in it), only where the mask allows: re-initialization is a move.
+  its weights stay bit-identical. EU_k first sets the region's Conv2d and Linear parameters to a fresh
+  --train_seed initialization (a pruned model's pruned weights are 0 in it; BatchNorms keep their values and
+  train), only where the mask allows: re-initialization is a move. Both train with plain SGD (no momentum, no
+  weight decay) unless --momentum / --weight_decay are given, as Goel et al. train them.
 - `SSD`: importances I_f, I_d as the authors' code estimates them (eval mode, no augmentation): the mean over
   consecutive batches of SSD_BATCH examples (the last one may be smaller) of the squared gradient of the
   batch-mean cross-entropy; I_f over the forget set, I_d over the training set in the authors' order, the
@@ -33,12 +37,14 @@ from unlearn import loop, register
 from unlearn.mask import combine
 from utils import UserError
 
+PLAIN_SGD = (0.0, 0.0)  # momentum, weight decay
 
-@register
+
+@register(sgd=PLAIN_SGD)
 def NegGrad_plus(model, splits, args, device, mask, run_dir=None):
     """beta * CE(retain batch) - (1 - beta) * CE(forget batch), one of each per step; an epoch is a retain pass."""
     retain, steps = loop.epoch_batches(splits, "retain", args)
-    forget, _ = loop.epoch_batches(splits, "forget", args)
+    forget, _ = loop.epoch_batches(splits, "forget", args, args.forget_batch_size)
     beta = args.neggrad_beta
 
     def forget_stream(epoch):
@@ -71,7 +77,7 @@ def SCRUB(model, splits, args, device, mask, run_dir=None):
         raise UserError("SCRUB's epochs after --scrub_max_epochs are shorter, so --warmup and --decreasing_lr "
                         "must end within the first --scrub_max_epochs epochs")
     teacher = copy.deepcopy(model).eval()
-    forget, forget_steps = loop.epoch_batches(splits, "forget", args)
+    forget, forget_steps = loop.epoch_batches(splits, "forget", args, args.forget_batch_size)
     retain, retain_steps = loop.epoch_batches(splits, "retain", args)
 
     def make_batches(epoch):
@@ -112,21 +118,23 @@ def _last_k(model, splits, args, mask, run_dir, names, desc):
                     run_dir=run_dir, desc=desc)
 
 
-@register
+@register(sgd=PLAIN_SGD)
 def CF_k(model, splits, args, device, mask, run_dir=None):
     """Fine-tune only the last --last_k layers on the retain set."""
     return _last_k(model, splits, args, mask, run_dir, last_layers(model, args.last_k), "CF_k")
 
 
-@register
+@register(sgd=PLAIN_SGD)
 def EU_k(model, splits, args, device, mask, run_dir=None):
-    """Re-initialize the last --last_k layers with --train_seed (where the mask allows), then train only them on
-    the retain set."""
+    """Re-initialize the Conv2d and Linear layers among the last --last_k layers with --train_seed (where the
+    mask allows), then train the whole region on the retain set."""
     names = last_layers(model, args.last_k)
+    weighted = {(name + "." if name else "") + p for name, m in model.named_modules()
+                if isinstance(m, (nn.Conv2d, nn.Linear)) for p, _ in m.named_parameters(recurse=False)}
     fresh = dict(loop.reinitialized(model, args, device).named_parameters())
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if n in names:
+            if n in names and n in weighted:
                 p.copy_(torch.where(mask[n], fresh[n], p) if mask and n in mask else fresh[n])
     return _last_k(model, splits, args, mask, run_dir, names, "EU_k")
 

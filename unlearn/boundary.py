@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import distributed
 from unlearn import loop, register
 from utils import UserError
 
@@ -44,7 +45,10 @@ def BS(model, splits, args, device, mask, run_dir=None):
 
     def make_batches(epoch):
         for x, y in forget(epoch):
-            yield x, adversarial_labels(original, x, y, args.bs_bound)
+            if isinstance(x, distributed.Shard):  # streamed under torchrun: this rank's slice, labelled here
+                yield x, distributed.Shard(adversarial_labels(original, x.tensor, y.tensor, args.bs_bound), y.n)
+            else:
+                yield x, adversarial_labels(original, x, y, args.bs_bound)
 
     return loop.run(model, args, mask, make_batches, steps, run_dir=run_dir, desc="BS")
 

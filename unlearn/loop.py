@@ -23,12 +23,13 @@ def augmentation(splits, args):
     return "none" if args.no_aug else splits.raw.augment
 
 
-def epoch_batches(splits, name, args):
-    """(make_batches, steps_per_epoch) over one split, shuffled, augmented unless --no-aug."""
+def epoch_batches(splits, name, args, batch_size=None):
+    """(make_batches, steps_per_epoch) over one split in batches of `batch_size` (default --batch_size),
+    shuffled, augmented unless --no-aug."""
     x, y = splits.xy(name)
     aug = augmentation(splits, args)
-    return (lambda epoch: dataset.batches(x, y, args.batch_size, True, aug),
-            dataset.num_batches(len(x), args.batch_size))
+    size = batch_size or args.batch_size
+    return lambda epoch: dataset.batches(x, y, size, True, aug), dataset.num_batches(len(x), size)
 
 
 def reinitialized(model, args, device):

@@ -1,4 +1,5 @@
-"""Gradient-based methods: raw, retrain, FT, GA, RL (RL + saliency mask = SalUn), SalUn_soft, FT_prune (l1-sparse)."""
+"""Gradient-based methods: raw, retrain, FT, GA, RL (RL + saliency mask = SalUn), SalUn_soft, FT_prune (l1-sparse),
+GA_l1."""
 import torch
 import torch.nn.functional as F
 
@@ -28,11 +29,29 @@ def FT(model, splits, args, device, mask, run_dir=None):
                     desc="FT")
 
 
+def ascent(m, x, y):
+    """GA's loss: the negated cross-entropy."""
+    return -F.cross_entropy(m(x), y)
+
+
+def l1_norm(m):
+    """||w||_1 over all parameters (the reference's l1_regularization)."""
+    return sum(p.abs().sum() for p in m.parameters())
+
+
 @register
 def GA(model, splits, args, device, mask, run_dir=None):
     """Gradient ascent on the forget set."""
     return loop.run(model, args, mask, *loop.epoch_batches(splits, "forget", args), run_dir=run_dir,
-                    loss_fn=lambda m, x, y: -F.cross_entropy(m(x), y), desc="GA")
+                    loss_fn=ascent, desc="GA")
+
+
+@register
+def GA_l1(model, splits, args, device, mask, run_dir=None):
+    """The reference's GA_l1: gradient ascent on the forget set with an l1 penalty of constant weight, loss =
+    -CE + --alpha * ||w||_1 (no decay and no --no-l1-epochs, unlike FT_prune's)."""
+    return loop.run(model, args, mask, *loop.epoch_batches(splits, "forget", args), run_dir=run_dir,
+                    loss_fn=lambda m, x, y: ascent(m, x, y) + args.alpha * l1_norm(m), desc="GA_l1")
 
 
 def _wrong_labels(y, num_classes):
@@ -122,7 +141,8 @@ def l1_weight(alpha, epoch, epochs, no_l1_epochs):
 
 @register
 def FT_prune(model, splits, args, device, mask, run_dir=None):
-    """l1-sparse: fine-tune on retain with alpha_t * ||w||_1 over all parameters, alpha_t from `l1_weight`."""
+    """l1-sparse (the reference's FT_prune, which runs its FT_l1; `--unlearn FT_l1` runs this): fine-tune on retain
+    with alpha_t * ||w||_1 over all parameters, alpha_t from `l1_weight`."""
     make_batches, steps = loop.epoch_batches(splits, "retain", args)
     state = {"alpha": 0.0}
 
@@ -133,7 +153,7 @@ def FT_prune(model, splits, args, device, mask, run_dir=None):
     def loss_fn(m, x, y):
         loss = F.cross_entropy(m(x), y)
         if state["alpha"]:
-            loss = loss + state["alpha"] * sum(p.abs().sum() for p in m.parameters())
+            loss = loss + state["alpha"] * l1_norm(m)
         return loss
 
     return loop.run(model, args, mask, batches_with_alpha, steps, loss_fn=loss_fn, run_dir=run_dir,
