@@ -542,7 +542,9 @@ def test_benchmark_records_a_diverged_run_and_goes_on(tmp_path, monkeypatch):
     assert out["counts"] == {"ran": 2, "reused": 0, "failed": 2}  # original and retrain ran; GA, GA + mask failed
     for name in ("GA", "GA_saliency_0.5"):
         failure = json.loads((tmp_path / "seed_1" / name / "failed.json").read_text())
-        assert re.search(r"loss became \S+ at epoch \d+, step \d+", failure["error"]), failure
+        # which overflows first, the loss or a weight, depends on the CPU's kernels: either is the divergence
+        assert re.search(r"loss became \S+ at epoch \d+, step \d+|GA diverged: weight '[^']+'", failure["error"]), \
+            failure
         assert not (tmp_path / "seed_1" / name / "eval_result.json").exists()
     by = {r["label"]: r for r in out["rows"]}
     assert by["Retrain"]["seeds"] == [1] and by["GA"]["failed_seeds"] == [1] and by["GA + mask"]["failed_seeds"] == [1]

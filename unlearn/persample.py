@@ -163,7 +163,7 @@ def sq_grad_sums(model, x, y, chunk=0):
     for s in range(0, len(x), step):
         p = Pass(model, mods, x[s:s + step])
         outs = p.backward(y[s:s + step])
-        w = torch.ones(len(p.probs), device=x.device)
+        w = torch.ones(len(p.probs), device=x.device, dtype=p.probs.dtype)
         for prefix, m in mods:
             if m in outs:
                 _add_sq(total, prefix, m, p.inputs[m], outs[m], w)
