@@ -31,7 +31,7 @@ from unlearn import loop, register
 from unlearn.methods import ascent
 
 
-class Pruning:
+class PrunedWeights:
     """The pruning of one run. `prune(rate)` prunes `rate` of the conv weights that the mask allows and that are
     not 0; `track()` takes the allowed conv weights at 0 as the pruned ones (so a resumed run finds them in its
     checkpoint's weights); `hold()`, after every optimizer step, sets those back to 0."""
@@ -64,7 +64,7 @@ def FT_prune_bi(model, splits, args, device, mask, run_dir=None):
     """FT on the retain set, pruning before every epoch t with --unlearn_epochs - t even (see the module doc)."""
     epochs = args.unlearn_epochs
     rate = 1 - (1 - args.rate) ** (1 / math.ceil(epochs / 2))
-    pruning = Pruning(model, mask, args.random_prune)
+    pruning = PrunedWeights(model, mask, args.random_prune)
     retain, steps = loop.epoch_batches(splits, "retain", args)
 
     def make_batches(epoch):
@@ -81,7 +81,7 @@ def FT_prune_bi(model, splits, args, device, mask, run_dir=None):
 @register
 def GA_prune_bi(model, splits, args, device, mask, run_dir=None):
     """GA on the forget set for --epochs at --lr, pruning --rate of the remaining conv weights after every epoch."""
-    pruning = Pruning(model, mask, args.random_prune)
+    pruning = PrunedWeights(model, mask, args.random_prune)
     forget, steps = loop.epoch_batches(splits, "forget", args)
 
     def make_batches(epoch):
@@ -100,7 +100,7 @@ def GA_prune_bi(model, splits, args, device, mask, run_dir=None):
 def GA_prune(model, splits, args, device, mask, run_dir=None):
     """--pruning_times states of GA on the forget set (--epochs at --lr) and a pruning, rewinding in between."""
     start = copy.deepcopy(model.state_dict())
-    pruning = Pruning(model, mask, args.random_prune)
+    pruning = PrunedWeights(model, mask, args.random_prune)
     forget, steps = loop.epoch_batches(splits, "forget", args)
     for state in range(args.pruning_times):
         folder = run_dir
