@@ -1,6 +1,10 @@
-"""Training on several processes under torchrun: the process group, batch shards, synchronized BatchNorm, DDP.
+"""Training on several processes: the process group, batch shards, synchronized BatchNorm, DDP, shared state.
 
-`torchrun --nproc_per_node N script.py ...` starts N ranks (WORLD_SIZE = N). Every rank runs the whole script
+`torchrun --nproc_per_node N script.py ...` starts N ranks (WORLD_SIZE = N; `--nnodes M` over M machines), and
+so does `srun` in a Slurm job of N tasks: a task that srun started (SLURM_STEP_ID set) in a step of several
+tasks takes RANK, WORLD_SIZE and LOCAL_RANK from SLURM_PROCID, SLURM_STEP_NUM_TASKS (else SLURM_NTASKS) and
+SLURM_LOCALID, and the master address from the first node of the step's node list (torchrun's variables win
+where both are set). Every rank runs the whole script
 with the same seeds, so every rank draws the same shuffle, the same augmentation and the same random labels
 as one process would; `trainer.fit` then gives each rank its contiguous slice of every global batch
 (`--batch_size` stays the global batch), synchronizes BatchNorm statistics over the ranks and averages the
@@ -13,6 +17,7 @@ Backends: NCCL on CUDA (rank r on cuda:LOCAL_RANK), gloo on CPU. torch's SyncBat
 inputs; on CPU `CPUSyncBatchNorm` computes the same statistics with two all-reduces.
 """
 import datetime
+import hashlib
 import inspect
 import os
 
@@ -25,13 +30,49 @@ from torch import nn
 TIMEOUT = datetime.timedelta(hours=2)
 
 
+SLURM_PORTS = (20000, 40000)  # a Slurm job's master port (unless MASTER_PORT is set): by its job id in this range
+
+
 def requested():
     """True when started by torchrun (even with one process) or by another launcher with more than one."""
     return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def first_host(nodelist):
+    """The first host of a Slurm node list: 'gpu[07-09,12],cpu1' -> 'gpu07', 'r[1-2]-n[3-4]' -> 'r1-n3'."""
+    out, depth, item = [], 0, True
+    for ch in nodelist.strip():
+        if ch == "[":
+            depth, item = depth + 1, True
+        elif ch == "]":
+            depth -= 1
+        elif depth == 0 and ch == ",":
+            break
+        elif depth == 0:
+            out.append(ch)
+        elif ch in ",-":
+            item = False
+        elif item:
+            out.append(ch)
+    return "".join(out)
+
+
+def _from_slurm(env):
+    """Fill in torchrun's variables from Slurm's for a task srun started in a step of several tasks."""
+    world = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 1)
+    if "TORCHELASTIC_RUN_ID" in env or "RANK" in env or "SLURM_STEP_ID" not in env or world < 2:
+        return
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    env.setdefault("MASTER_ADDR", first_host(nodes))
+    low, high = SLURM_PORTS
+    env.setdefault("MASTER_PORT", str(low + int(env.get("SLURM_JOB_ID", "0")) % (high - low)))
+    env.update(RANK=env["SLURM_PROCID"], WORLD_SIZE=str(world), LOCAL_RANK=env.get("SLURM_LOCALID", "0"))
+
+
 def setup(device):
-    """Join the process group when `requested()`; returns this rank's device (cuda:LOCAL_RANK on CUDA)."""
+    """Join the process group when `requested()` (after reading Slurm's variables); returns this rank's device
+    (cuda:LOCAL_RANK on CUDA)."""
+    _from_slurm(os.environ)
     if not requested() or active():
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -71,6 +112,50 @@ def barrier():
 def cleanup():
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- state the ranks must share
+
+def _comm_device():
+    """Where collectives take their tensors: this rank's GPU under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def from_main(tensors):
+    """Rank 0's values of a dict of tensors on every rank (copied in place; returns the dict). For state that every
+    rank computes but must hold identically, such as a saliency mask: on a GPU a non-deterministic backward can
+    put another entry at the top-k boundary on each rank."""
+    if not active():
+        return tensors
+    device = _comm_device()
+    for t in tensors.values():
+        buf = t.to(device, torch.uint8 if t.dtype == torch.bool else t.dtype)  # gloo and NCCL have no bool
+        dist.broadcast(buf, 0)
+        t.copy_(buf)
+    return tensors
+
+
+def checksum(tensors):
+    """A 63-bit checksum of the bytes of `tensors` (None entries skipped)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is not None:
+            h.update(t.detach().reshape(-1).cpu().view(torch.uint8).numpy().tobytes())
+        h.update(b"|" if t is not None else b"-")
+    return int.from_bytes(h.digest()[:8], "little") >> 1
+
+
+def check_same(tensors, what):
+    """Stop every rank with one line when the ranks hold different `tensors` (compared by checksum)."""
+    if not active():
+        return
+    sums = [torch.zeros(1, dtype=torch.int64, device=_comm_device()) for _ in range(world_size())]
+    dist.all_gather(sums, torch.tensor([checksum(tensors)], device=_comm_device()))
+    differ = [r for r, s in enumerate(sums) if not torch.equal(s, sums[0])]
+    if differ:
+        from utils import UserError
+        raise UserError(f"the ranks hold different {what} (rank {differ[0]}'s checksum is not rank 0's); they would "
+                        f"train apart. Run with --deterministic, or compute it once and share it")
 
 
 # ---------------------------------------------------------------- batch shards

@@ -146,6 +146,7 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
         if distributed.is_main():
             print(f"resuming from {path_in} after epoch {start}")
     main = distributed.is_main()
+    distributed.check_same(sgd.masks, "masks")  # DDP makes the weights rank 0's; a mask must agree already
     net, undo = distributed.wrap(model) if distributed.active() else (model, None)
     try:
         for epoch in range(start, epochs):

@@ -4,8 +4,9 @@
 in the same log file as in-process; one GPU per run in turn where there are several, else cores // J torch
 threads per run. The original models go first; a run starts when the model it starts from is done.
 
-`--launcher slurm`: every missing run is a Slurm job submitted through submitit. Each seed's original model is
-one job; that seed's method runs are one job array that starts after it (`--dependency=afterok`) and is
+`--launcher slurm`: every missing run is a Slurm job submitted through submitit, with one task per GPU on each of
+its nodes; the tasks of a run train it together (distributed.py reads Slurm's variables). Each seed's original
+model is one job; that seed's method runs are one job array that starts after it (`--dependency=afterok`) and is
 cancelled when it fails (`--kill-on-invalid-dep=yes`). Every run loads its seed's original model (retrain
 re-initializes, but main_forget reads the architecture, the data and any pruning mask from it), so retrain
 waits too. Finished runs are reused as in-process and queued ones are not submitted again; `--collect` makes
@@ -28,7 +29,10 @@ from utils import UserError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHERS = ("inprocess", "local", "slurm")
 # Resources of one run's job; a preset's "slurm" dict overrides these, the --slurm_* flags override both.
-SLURM_DEFAULTS = {"partition": None, "gpus": 1, "cpus": 4, "time": 60, "mem": 16}
+# gpus and mem are per node, cpus per task (one task per GPU); requeues: how often a job that reaches its time
+# limit is queued again; array_parallelism: how many runs of one array run at once.
+SLURM_DEFAULTS = {"partition": None, "gpus": 1, "nodes": 1, "cpus": 4, "time": 60, "mem": 16, "requeues": 3,
+                  "array_parallelism": 256}
 SUBMITIT_CLUSTER = "slurm"  # the submitit executor behind --launcher slurm ("local" runs the same code here)
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                "REQUEUE_HOLD", "REQUEUE_FED"}
@@ -43,10 +47,18 @@ def add_flags(p):
     g.add_argument("--jobs", type=pos_int, default=None,
                    help="runs at once with --launcher local (default: one per GPU where there are several, else 2)")
     g.add_argument("--slurm_partition", default=None, help="Slurm partition (default: the cluster's)")
-    g.add_argument("--slurm_gpus", type=nonneg_int, default=None, help="GPUs per run (default: the preset's)")
-    g.add_argument("--slurm_cpus", type=pos_int, default=None, help="CPU cores per run (default: the preset's)")
+    g.add_argument("--slurm_gpus", type=nonneg_int, default=None,
+                   help="GPUs per node of a run, one task (process) each (default: the preset's)")
+    g.add_argument("--slurm_nodes", type=pos_int, default=None, help="nodes per run (default: 1)")
+    g.add_argument("--slurm_cpus", type=pos_int, default=None,
+                   help="CPU cores per task (default: the preset's)")
     g.add_argument("--slurm_time", type=pos_int, default=None, help="minutes per run (default: the preset's)")
-    g.add_argument("--slurm_mem", type=pos_float, default=None, help="memory per run in GB (default: the preset's)")
+    g.add_argument("--slurm_mem", type=pos_float, default=None,
+                   help="memory per node of a run in GB (default: the preset's)")
+    g.add_argument("--slurm_requeues", type=nonneg_int, default=None,
+                   help="times a job that reaches its time limit is queued again to resume (default: 3)")
+    g.add_argument("--slurm_array_parallelism", type=pos_int, default=None,
+                   help="runs of one seed's job array that run at once (default: 256)")
     g.add_argument("--slurm_option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option, e.g. account=abc or qos=high (repeatable)")
 
@@ -60,7 +72,7 @@ def _option(text):
 
 def check_flags(args):
     """Flags of one launcher given with another one: one line."""
-    slurm = [f for f in ("partition", "gpus", "cpus", "time", "mem") if getattr(args, f"slurm_{f}") is not None]
+    slurm = [f for f in SLURM_DEFAULTS if getattr(args, f"slurm_{f}") is not None]
     slurm += ["option"] if args.slurm_option else []
     if args.launcher != "local" and args.jobs is not None:
         raise UserError("--jobs goes with --launcher local")
@@ -188,8 +200,9 @@ def run_local(runs, root, jobs=None, device=None, quiet=False):
 class RunJob:
     """One run inside a submitted job: run it in-process (log, failure record and time as execute() keeps them)
     unless it is already finished; a failed run fails the job, so that the runs after it are cancelled.
-    On a time limit or preemption submitit calls `checkpoint`: the job is queued again and the run resumes from
-    its last epoch (every run is started with --resume)."""
+    In a job of several tasks every task runs this and they train the run together; the output of task r > 0
+    goes to the log file's `.rank<r>` companion. On a time limit or preemption submitit calls `checkpoint`: the
+    job is queued again and the run resumes from its last checkpoint (every run is started with --resume)."""
 
     def __call__(self, run, root, cwd):
         os.chdir(cwd)
@@ -198,11 +211,13 @@ class RunJob:
             torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK") or _cores()))
         if reusable(run, check_lock=False) is not None:  # the scripts take the run folder's lock themselves
             return f"seed {run.seed} {run.label}: finished before, reused"
+        task = _submitit().JobEnvironment().global_rank
         start = time.perf_counter()
-        result, error = _attempt(run, log_path(run, root))
+        result, error = _attempt(run, log_path(run, root) + (f".rank{task}" if task else ""))
         if error is not None:
             raise RuntimeError(f"seed {run.seed} {run.label} failed: {error}")
-        store_time(root, os.path.relpath(run.folder, root), round(time.perf_counter() - start, 2))
+        if not task:
+            store_time(root, os.path.relpath(run.folder, root), round(time.perf_counter() - start, 2))
         return f"seed {run.seed} {run.label}: done"
 
     def checkpoint(self, *args, **kwargs):
@@ -222,11 +237,13 @@ def resources(cfg, args):
 
 def _executor(folder, res, cluster):
     submitit = _submitit()
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=res["requeues"],
+                                     local_max_num_timeout=res["requeues"])
     path = shlex.quote(REPO)
     setup = [f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}"]  # the job unpickles suite.launch.RunJob
-    params = {"timeout_min": res["time"], "mem_gb": res["mem"], "cpus_per_task": res["cpus"], "tasks_per_node": 1,
-              "nodes": 1, "slurm_setup": setup, "local_setup": setup}
+    params = {"timeout_min": res["time"], "mem_gb": res["mem"], "cpus_per_task": res["cpus"],
+              "tasks_per_node": max(1, res["gpus"]), "nodes": res["nodes"], "slurm_setup": setup,
+              "local_setup": setup, "slurm_array_parallelism": res["array_parallelism"]}
     if res["gpus"]:
         params["gpus_per_node"] = res["gpus"]
     if res["partition"]:
@@ -335,8 +352,10 @@ def slurm(cfg, runs, res, cluster=None):
         run = by_key[key]
         print(f"seed {run.seed}  {run.label:<22} job {job.job_id}")
     where = f"partition {res['partition']}, " if res["partition"] else ""
-    print(f"submitted {len(jobs)} jobs ({where}{res['gpus']} GPU, {res['cpus']} CPU cores, {res['time']} min, "
-          f"{res['mem']:g} GB each); {counts['reused']} runs finished before, {counts['queued']} still queued"
+    nodes = f"{res['nodes']} nodes x " if res["nodes"] > 1 else ""
+    print(f"submitted {len(jobs)} jobs ({where}{nodes}{res['gpus']} GPU, {res['cpus']} CPU cores per task, "
+          f"{res['time']} min, {res['mem']:g} GB per node each); {counts['reused']} runs finished before, "
+          f"{counts['queued']} still queued"
           + (f" ({', '.join(sorted(set(queued.values())))})" if counts["queued"] else ""))
     print(f"job output: {os.path.join(root, 'logs')}; when the jobs are done:\n"
           f"  python benchmark.py --collect {shlex.quote(root)} --save_dir {shlex.quote(root)}")

@@ -20,6 +20,7 @@ import main_baseline
 import trainer
 import utils
 from unlearn import METHODS
+from unlearn.mask import top_ratio
 from conftest import DIGITS_ARGS, REPO, cli_env, run_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,13 +89,45 @@ def streamed_bs(tree, stream=True):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def slurm_port():
+    """A free port in distributed.SLURM_PORTS: a Slurm job's master port is found from its job id."""
+    low, high = distributed.SLURM_PORTS
+    for port in range(low + os.getpid() % 1000, high, 997):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def rank_scores(rank):
+    g = torch.Generator().manual_seed(rank)
+    return {"a": torch.rand(7, 5, generator=g), "b": torch.rand(11, generator=g)}
+
+
+def shared_state(rank):
+    """A saliency mask from scores that differ on each rank (as a non-deterministic GPU backward may make them),
+    and the error when two ranks train with different masks."""
+    out = {"mask": top_ratio(rank_scores(rank), 0.4)}
+    try:
+        distributed.check_same([torch.ones(3), torch.full((2,), float(rank))], "masks")
+    except utils.UserError as err:
+        out["error"] = str(err)
+    return out
+
+
 def _worker(rank, world, port, out, tree):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    """One rank, started as srun starts a task in a job of `world` tasks: Slurm's variables only."""
+    os.environ.update(SLURM_STEP_ID="0", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NTASKS=str(world),
+                      SLURM_STEP_NODELIST="127.0.0.[1-4]", SLURM_JOB_ID=str(port - distributed.SLURM_PORTS[0]))
     torch.set_num_threads(1)
     distributed.setup(torch.device("cpu"))
     try:
-        results = {name: tiny_fit(**kw)[0] for name, kw in CASES.items()}
+        assert (distributed.rank(), distributed.world_size(), os.environ["MASTER_ADDR"]) == (rank, world, "127.0.0.1")
+        results = {"shared": shared_state(rank)}
+        results.update({name: tiny_fit(**kw)[0] for name, kw in CASES.items()})
         results["streamed"], results["tensors"] = streamed_fit(tree), streamed_fit(tree, stream=False)
         results["streamed_bs"], results["tensors_bs"] = streamed_bs(tree), streamed_bs(tree, stream=False)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
@@ -107,9 +140,16 @@ def max_diff(a, b):
 
 
 def test_two_processes_equal_one(tmp_path):
+    """Two ranks started through Slurm's variables (as srun starts the tasks of a job) train as one process."""
     tree = str(write_tree(tmp_path / "tree"))
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), tree), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, slurm_port(), str(tmp_path), tree), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # one mask on every rank: rank 0's; ranks that hold different masks stop with one line
+    own = top_ratio(rank_scores(0), 0.4)
+    assert all(torch.equal(ranks[r]["shared"]["mask"][k], own[k]) for r in (0, 1) for k in own)
+    assert not all(torch.equal(top_ratio(rank_scores(1), 0.4)[k], own[k]) for k in own)
+    for r in (0, 1):
+        assert "the ranks hold different masks (rank 1's checksum" in ranks[r]["shared"]["error"]
     diffs = {}
     for name, kw in CASES.items():
         single, mask = tiny_fit(**kw)
@@ -134,11 +174,13 @@ def test_two_processes_equal_one(tmp_path):
 
 # ---------------------------------------------------------------- torchrun: kill and resume
 
-def torchrun(script, args, **kwargs):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), os.path.join(REPO, script), *map(str, args)]
-    return subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kwargs)
+def torchrun(script, args, nodes=1, node_rank=0, port=None):
+    """2 ranks: `nodes` = 1, both on this node; `nodes` = 2, this call is node `node_rank` (one rank) of a run whose
+    other node is started by another call with the same `port`, as torchrun on two hosts."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--node_rank", str(node_rank),
+           "--nproc_per_node", str(2 // nodes), "--master_addr", "127.0.0.1", "--master_port", str(port or free_port()),
+           os.path.join(REPO, script), *map(str, args)]
+    return subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def descendants(pid):
@@ -174,8 +216,10 @@ def finish(proc, timeout=240):
 
 
 def test_killed_torchrun_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Killed and resumed on one node of 2 ranks, it ends as the uninterrupted run on 2 nodes of one rank each."""
     common = [*DIGITS_ARGS, "--train_subset", "700", "--batch_size", "100", "--epochs", "3", "--decreasing_lr", "2"]
-    full = torchrun("main_baseline.py", [*common, "--save_dir", tmp_path / "full"])
+    port = free_port()  # the uninterrupted run on 2 simulated nodes of one rank each
+    full = [torchrun("main_baseline.py", [*common, "--save_dir", tmp_path / "full"], 2, node, port) for node in (0, 1)]
     killed_dir = tmp_path / "killed"
     killed = torchrun("main_baseline.py", [*common, "--save_dir", killed_dir])
     log = killed_dir / "log.jsonl"
@@ -194,7 +238,8 @@ def test_killed_torchrun_run_resumes_to_the_uninterrupted_weights(tmp_path):
     out = finish(torchrun("main_baseline.py", [*common, "--save_dir", killed_dir, "--resume"]))
     assert f"resuming from {killed_dir / 'checkpoint.pt'} after epoch {stopped_at}" in out
     assert out.count("accuracy:") == 1  # rank 0 alone evaluates and prints
-    finish(full)
+    for proc in full:
+        finish(proc)
     a = utils.load_torch(str(killed_dir / "checkpoint.pt"))
     b = utils.load_torch(str(tmp_path / "full" / "checkpoint.pt"))
     assert a["epoch"] == b["epoch"] == 3
@@ -261,3 +306,19 @@ def test_imagenet_training_and_bad_folder(tmp_path):
     proc = run_script("main_baseline.py", ["--dataset", "imagenet", "--data", tmp_path / "nothing", "--epochs", "1",
                                            "--device", "cpu", "--save_dir", tmp_path / "bad"])
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "train" in proc.stderr, proc.stderr
+
+
+def test_slurm_variables_give_torchruns():
+    assert [distributed.first_host(s) for s in ("gpu[07-09,12],cpu1", "r[1-2]-n[3-4]", "a1,b2", "node")] == \
+        ["gpu07", "r1-n3", "a1", "node"]
+    task = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "8",
+            "SLURM_NTASKS": "8", "SLURM_JOB_ID": "123", "SLURM_JOB_NODELIST": "n[3-6]"}
+    env = dict(task)
+    distributed._from_slurm(env)
+    assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == \
+        {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "n3", "MASTER_PORT": "20123"}
+    for other in ({"SLURM_STEP_ID": None}, {"SLURM_STEP_NUM_TASKS": "1"}, {"TORCHELASTIC_RUN_ID": "x"}):
+        # the batch script itself (no srun step), a one-task step, torchrun inside the job: nothing set
+        env = {k: v for k, v in {**task, **other}.items() if v is not None}
+        distributed._from_slurm(env)
+        assert "RANK" not in env, other

@@ -113,7 +113,8 @@ def test_slurm_launcher_through_submitits_local_executor(sequential, tmp_path, m
     assert sorted(out["jobs"]) == [os.path.join("seed_1", "GA"), os.path.join("seed_1", "GA_saliency_0.5")]
     assert out["counts"] == {"reused": 4, "queued": 0}
     printed = capsys.readouterr().out
-    assert "submitted 2 jobs (0 GPU, 2 CPU cores, 15 min, 4 GB each); 4 runs finished before" in printed
+    assert "submitted 2 jobs (0 GPU, 2 CPU cores per task, 15 min, 4 GB per node each); 4 runs finished before" \
+        in printed
     assert f"python benchmark.py --collect {save} --save_dir {save}" in printed
     for job in out["jobs"].values():
         assert "done" in job.result()  # waits; raises with the job's traceback when it failed
@@ -148,7 +149,8 @@ def _script(path, text):
 
 def test_slurm_job_scripts_and_dependencies(tmp_path, monkeypatch, capsys):
     """Real submitit Slurm submissions to a stand-in sbatch: per seed the original model's job, then its method
-    runs as one array after it; a second submission skips what is still queued."""
+    runs as one array after it, each run 2 nodes x 4 GPUs as 8 tasks; a second submission skips what is still
+    queued."""
     pytest.importorskip("submitit")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -157,7 +159,8 @@ def test_slurm_job_scripts_and_dependencies(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     save = tmp_path / "bench"
     argv = ["--seeds", "2", "--methods", "FT", "--save_dir", str(save), "--launcher", "slurm", "--slurm_partition",
-            "gpu", "--slurm_gpus", "1", "--slurm_time", "30", "--slurm_mem", "8", "--slurm_option", "account=abc"]
+            "gpu", "--slurm_gpus", "4", "--slurm_nodes", "2", "--slurm_time", "30", "--slurm_mem", "8",
+            "--slurm_option", "account=abc", "--slurm_requeues", "5", "--slurm_array_parallelism", "2"]
     out = benchmark.main.__wrapped__(argv)
     ids = {key: job.job_id for key, job in out["jobs"].items()}
     assert ids == {"seed_1/original": "101", "seed_2/original": "102", "seed_1/retrain": "103_0",
@@ -168,14 +171,18 @@ def test_slurm_job_scripts_and_dependencies(tmp_path, monkeypatch, capsys):
     assert "seed 2  FT + mask              job 104_2" in printed and "--collect" in printed
     scripts = {n: (tmp_path / f"{n}.sh").read_text().splitlines() for n in range(101, 105)}
     for n, lines in scripts.items():
-        for flag in ("--partition=gpu", "--gpus-per-node=1", "--time=30", "--mem=8GB", "--account=abc",
-                     "--kill-on-invalid-dep=yes", "--cpus-per-task=2"):
+        for flag in ("--partition=gpu", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--time=30",
+                     "--mem=8GB", "--account=abc", "--kill-on-invalid-dep=yes", "--cpus-per-task=2"):
             assert f"#SBATCH {flag}" in lines, (n, flag)
+        assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in lines)  # every task
         assert any(line.startswith("export PYTHONPATH=") and launch.REPO in line for line in lines)
         dependency = [line for line in lines if line.startswith("#SBATCH --dependency")]
         array = [line for line in lines if line.startswith("#SBATCH --array")]
         assert (dependency, array) == (([], []) if n < 103 else ([f"#SBATCH --dependency=afterok:{n - 2}"],
-                                                                 ["#SBATCH --array=0-2%3"]))
+                                                                 ["#SBATCH --array=0-2%2"]))
+    import submitit
+    pickled = save / "logs" / "submitit" / "101_submitted.pkl"
+    assert submitit.helpers.DelayedSubmission.load(pickled)._timeout_countdown == 5  # requeues after a time limit
     # again while seed 1's jobs are queued or running and seed 2's array failed: only seed 2's runs go again,
     # after seed 2's original model's job, which still runs
     _script(bin_dir / "sacct", FAKE_SACCT)

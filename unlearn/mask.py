@@ -3,11 +3,12 @@
 Saliency (the reference's generate_mask): s = |sum over forget batches of grad CE(model(x), y)| (eval mode,
 no step); a mask at ratio r keeps the int(total * r) entries with the largest s, ranked globally over every
 parameter of the model, ties broken by position (earlier parameter, then earlier entry, wins), so the same
-scores always give the same mask.
+scores always give the same mask. Under torchrun every rank gets rank 0's mask.
 """
 import torch
 import torch.nn.functional as F
 
+import distributed
 import utils
 from utils import UserError
 
@@ -68,7 +69,8 @@ def saliency_scores(model, x, y, batch_size):
 
 
 def top_ratio(scores, ratio):
-    """Keep int(total * ratio) entries with the largest scores; deterministic tie-breaking by position."""
+    """Keep int(total * ratio) entries with the largest scores; deterministic tie-breaking by position. Under
+    torchrun every rank calls it and gets rank 0's mask."""
     if not 0 < ratio <= 1:
         raise UserError(f"mask ratio {ratio} is outside (0, 1]")
     flat = torch.cat([s.flatten() for s in scores.values()]).float()
@@ -79,7 +81,7 @@ def top_ratio(scores, ratio):
     for name, s in scores.items():
         out[name] = keep[offset:offset + s.numel()].view_as(s)
         offset += s.numel()
-    return out
+    return distributed.from_main(out)
 
 
 def density(mask):
