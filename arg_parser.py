@@ -118,6 +118,9 @@ def _data(p):
     model.add_argument("--save_dir", default="./results", help="folder for checkpoints and results")
     model.add_argument("--resume", action="store_true", help="continue the run found in --save_dir")
     model.add_argument("--checkpoint", default=None, help="checkpoint to resume from (default: in save_dir)")
+    model.add_argument("--save_every_steps", type=nonneg_int, default=0, metavar="N",
+                       help="checkpoint also after every N-th step of an epoch, where --resume continues exactly as "
+                            "if never stopped (default 0: at the end of every epoch only)")
     run = p.add_argument_group("device and run")
     run.add_argument("--train_seed", type=int, default=1, help="seed for initialization and batch order")
     run.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")

@@ -25,7 +25,7 @@ def train_model(args, splits, device, run_dir, name="train", ckpt_name="checkpoi
     sched = trainer.lr_schedule(sgd.optimizer, steps, args.decreasing_lr, args.warmup)
     trainer.fit(model, sgd, sched, args.epochs, make_batches, steps,
                 run_dir=run_dir, ckpt_name=ckpt_name, resume=args.resume, extra={"meta": meta, **(extra or {})},
-                val=splits.xy("val"), amp=args.amp, resume_from=resume_from)
+                val=splits.xy("val"), amp=args.amp, resume_from=resume_from, save_every=args.save_every_steps)
     return model, meta
 
 

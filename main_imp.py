@@ -86,7 +86,7 @@ def train_state(args, splits, device, model, mask, run_dir, extra, start_epoch=0
 
     trainer.fit(model, sgd, sched, args.epochs, make_batches, steps, run_dir=run_dir,
                 ckpt_name="checkpoint.pt", resume=args.resume, extra=extra, val=splits.xy("val"),
-                desc=f"state {extra.get('state', 0)} epoch", amp=args.amp)
+                desc=f"state {extra.get('state', 0)} epoch", amp=args.amp, save_every=args.save_every_steps)
     return model
 
 
@@ -142,7 +142,8 @@ class Pruning:
         return model, model.prune_mask
 
     def _capture(self, epoch, model):
-        if epoch == self.args.rewind_epoch:
+        if epoch == self.args.rewind_epoch and not (self.args.resume and os.path.exists(  # resumed inside it
+                os.path.join(self.save_dir, REWIND_FILE))):
             sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             utils.save_torch({"state_dict": sd, "epoch": epoch, "meta": self.meta},
                              os.path.join(self.save_dir, REWIND_FILE))

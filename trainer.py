@@ -83,8 +83,10 @@ def check_weights(model, method):
         raise UserError(f"{method} diverged: weight '{bad}' became NaN or infinite; lower --unlearn_lr or --alpha")
 
 
-def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, amp=False):
-    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss. amp: bfloat16 autocast.
+def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, amp=False, losses=None,
+                after_step=None):
+    """One pass over `batch_iter` ((x, y) pairs); returns the mean loss. amp: bfloat16 autocast. `losses`: those
+    of the epoch's steps made before (a run resumed inside the epoch); `after_step(steps done, losses)`.
 
     Under torchrun each (x, y) is the global batch: this rank trains on its slice of it (see distributed.py)
     and the reported loss is the global batch's.
@@ -92,10 +94,10 @@ def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, 
     model.train()
     device_type = next(model.parameters()).device.type
     multi = distributed.active()
-    losses = []
-    bar = tqdm(batch_iter, total=total, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True,
-               disable=None if distributed.is_main() else True)
-    for step, (x, y) in enumerate(bar):
+    losses = list(losses or [])
+    bar = tqdm(batch_iter, total=total, initial=len(losses), desc=f"{desc} {epoch + 1}", leave=False,
+               dynamic_ncols=True, disable=None if distributed.is_main() else True)
+    for step, (x, y) in enumerate(bar, len(losses)):
         if multi:
             x, y, local, n = distributed.shard(x, y)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
@@ -107,23 +109,29 @@ def train_epoch(model, sgd, scheduler, batch_iter, loss_fn, epoch, total, desc, 
         losses.append(check_finite(distributed.global_loss(loss, local, n) if multi else loss, epoch, step))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if after_step is not None:
+            after_step(step + 1, losses)
     return sum(losses) / max(len(losses), 1)
 
 
 def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cross_entropy, run_dir=None,
-        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch", amp=False, resume_from=None):
+        ckpt_name="checkpoint.pt", resume=False, extra=None, val=None, desc="epoch", amp=False, resume_from=None,
+        save_every=0):
     """The epoch loop. `make_batches(epoch)` yields the epoch's (x, y) batches.
 
     With run_dir: a checkpoint (model, optimizer, scheduler, epoch, RNG states, `extra`) is written
     atomically after every epoch, with the epoch records that run_dir/log.jsonl (one JSON line per epoch)
     is rewritten from; `resume=True` continues from that checkpoint (or from `resume_from`) so the result
-    equals an uninterrupted run.
+    equals an uninterrupted run. `save_every` = N > 0: also after every N-th step of an epoch, with the RNG
+    state at the epoch's start and the epoch's losses so far; a run resumed there draws the epoch's batches
+    again from that state, skips the ones it trained on (reading them: streamed images are decoded again)
+    and goes on with the RNG state of the checkpoint, as if never stopped.
 
     Under torchrun (see distributed.py) the model trains wrapped in DistributedDataParallel with synchronized
     BatchNorm, each rank on its slice of every batch; rank 0 alone validates, writes and prints, and every
     rank returns the same weights.
     """
-    start, history = 0, []
+    start, history, inside = 0, [], None
     path = os.path.join(run_dir, ckpt_name) if run_dir else None
     source = resume_from or path
     if resume and source and os.path.exists(source):
@@ -136,7 +144,8 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
             model.load_state_dict(state["state_dict"])
             sgd.optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            utils.set_rng_state(state["rng"])
+            inside = (state["step"], list(state["losses"]), state["rng"]) if state.get("step") else None
+            utils.set_rng_state(state["epoch_rng"] if inside else state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             lines = [s.strip() for s in str(err).splitlines() if s.strip()] or [type(err).__name__]
             raise UserError(f"cannot resume from '{path_in}': it was written for another model or settings "
@@ -144,25 +153,41 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
                             f"another --save_dir") from None
         start, history = state["epoch"], list(state.get("history", []))
         if distributed.is_main():
-            print(f"resuming from {path_in} after epoch {start}")
+            print(f"resuming from {path_in} after epoch {start}" + (f", step {inside[0]}" if inside else ""))
     main = distributed.is_main()
     distributed.check_same(sgd.masks, "masks")  # DDP makes the weights rank 0's; a mask must agree already
     net, undo = distributed.wrap(model) if distributed.active() else (model, None)
+
+    def save(epoch, **progress):
+        state = {"state_dict": model.state_dict(), "optimizer": sgd.optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": utils.rng_state(), "history": history,
+                 **progress, **(extra or {})}
+        utils.save_torch(state, path)
+
+    def after_step(done, losses):  # inside the epoch: a checkpoint after every save_every-th step
+        if done % save_every == 0 and done < steps_per_epoch:
+            save(epoch, step=done, epoch_rng=epoch_rng, losses=losses)
+
     try:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
-            loss = train_epoch(net, sgd, scheduler, make_batches(epoch), loss_fn, epoch, steps_per_epoch, desc, amp)
+            epoch_rng = utils.rng_state()  # a run resumed inside this epoch starts it again from here
+            batches, losses = iter(make_batches(epoch)), []
+            if inside is not None:
+                done, losses, rng = inside
+                for _ in range(done):
+                    next(batches)
+                utils.set_rng_state(rng)
+                inside = None
+            loss = train_epoch(net, sgd, scheduler, batches, loss_fn, epoch, steps_per_epoch, desc, amp, losses,
+                               after_step if save_every and run_dir and main else None)
             record = {"epoch": epoch + 1, "loss": round(loss, 5), "lr": sgd.optimizer.param_groups[0]["lr"],
                       "seconds": round(time.perf_counter() - t0, 3)}
             if val is not None and main:
                 record["val_acc"] = round(accuracy(predict_probs(model, val[0], val[0].device), val[1].cpu()), 3)
             history.append(record)
             if run_dir and main:
-                state = {"state_dict": model.state_dict(), "optimizer": sgd.optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": utils.rng_state(),
-                         "history": history}
-                state.update(extra or {})
-                utils.save_torch(state, path)
+                save(epoch + 1)
                 utils.write_lines(history, os.path.join(run_dir, "log.jsonl"))
             if main:
                 print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)

@@ -3,6 +3,7 @@ import functools
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -207,13 +208,20 @@ def write_lines(records, path):
 class RunLock:
     """A lock file in a run folder: a second run into the same folder stops with one line.
 
-    A lock left by a process that no longer runs (killed), or one without a valid pid, is taken over.
-    Under torchrun rank 0 holds it for all ranks.
+    The lock names its holder: host, pid and Slurm job id ("-" outside Slurm). It is taken over when it is stale:
+    its process no longer runs on this host (killed), it is damaged, or it was written by this same Slurm job
+    (queued again after a time limit or preemption: its earlier run is over, perhaps on another node). A lock
+    held on another host by another job is respected, as its process cannot be checked from here. Under
+    torchrun rank 0 holds it for all ranks.
     """
 
     def __init__(self, folder):
         self.path = os.path.join(folder, ".lock")
         self.held = False
+
+    @staticmethod
+    def owner():
+        return f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID') or '-'}"
 
     def __enter__(self):
         if not distributed.is_main():
@@ -222,27 +230,43 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
+            holder = self._holder()
+            if holder is None:
+                os.replace(self._write_tmp(), self.path)  # stale
+                return self
+            host, pid = holder
+            where = "" if host == socket.gethostname() else f" on host {host}"
+            raise UserError(f"another run (pid {pid}{where}) is writing into '{os.path.dirname(self.path)}'; "
+                            f"wait for it, choose another --save_dir, or delete '{self.path}' if no run is going on"
+                            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(self.owner())
+        return self
+
+    def _holder(self):
+        """(host, pid) of the lock's live holder, or None when the lock is stale."""
+        try:
+            with open(self.path) as f:
+                fields = f.read().split()
+            host, pid, job = fields if len(fields) == 3 else (socket.gethostname(), *fields, "-")  # or: a bare pid
+            pid = int(pid)
+        except (OSError, ValueError):
+            return None
+        if pid <= 0 or (job != "-" and job == os.environ.get("SLURM_JOB_ID")):
+            return None
+        if host == socket.gethostname():
             try:
-                with open(self.path) as f:
-                    pid = int(f.read().strip() or 0)
-                if pid <= 0:
-                    raise ValueError(pid)
                 os.kill(pid, 0)
             except PermissionError:  # the process lives (under another user)
                 pass
-            except (ValueError, OSError):
-                os.replace(self._write_tmp(), self.path)  # stale lock of a dead process
-                return self
-            raise UserError(f"another run (pid {pid}) is writing into '{os.path.dirname(self.path)}'; wait for it, "
-                            f"choose another --save_dir, or delete '{self.path}' if no run is going on") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return self
+            except OSError:
+                return None
+        return host, pid
 
     def _write_tmp(self):
         tmp = self.path + f".{os.getpid()}"
         with open(tmp, "w") as f:
-            f.write(str(os.getpid()))
+            f.write(self.owner())
         return tmp
 
     def __exit__(self, *exc):

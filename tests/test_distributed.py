@@ -1,5 +1,6 @@
 """Training on 2 processes (gloo, CPU) equals training on one with the same global batch; a killed torchrun
 run resumes."""
+import itertools
 import json
 import os
 import signal
@@ -36,9 +37,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def tiny_fit(masked, lr=0.01, epochs=1):
+def tiny_fit(masked, lr=0.01, epochs=1, **fit_kw):
     """resnet20s in float64 on the first N_TRAIN digits with crop+flip augmentation, lr dropping 10x after
-    epoch 1; returns (state_dict, mask)."""
+    epoch 1 (`fit_kw` go to trainer.fit); returns (state_dict, mask)."""
     raw = dataset.load_dataset("digits", train_subset=N_TRAIN)
     x = raw.x_train.double()
     model = trainer.init_model(META, 1, "cpu").double()
@@ -49,8 +50,37 @@ def tiny_fit(masked, lr=0.01, epochs=1):
     sgd = trainer.MaskedSGD(model, lr, 0.9, 5e-4, mask)
     steps = dataset.num_batches(N_TRAIN, BATCH)
     sched = trainer.lr_schedule(sgd.optimizer, steps, [1])
-    trainer.fit(model, sgd, sched, epochs, lambda e: dataset.batches(x, raw.y_train, BATCH, True, "crop_flip"), steps)
+    trainer.fit(model, sgd, sched, epochs, lambda e: dataset.batches(x, raw.y_train, BATCH, True, "crop_flip"), steps,
+                **fit_kw)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, mask
+
+
+class Stop(Exception):
+    """Raised out of the loss: the run stops there as if its job had been preempted."""
+
+
+def stopping_loss(steps):
+    count = itertools.count(1)
+
+    def loss(model, x, y):
+        if next(count) > steps:
+            raise Stop
+        return trainer.cross_entropy(model, x, y)
+
+    return loss
+
+
+def resumed_fit(run_dir):
+    """The masked case (2 epochs of 5 steps) with a checkpoint every 2 steps, stopped after step 8 and resumed
+    from its last checkpoint, inside epoch 2 after its step 2."""
+    try:  # (not pytest.raises: its traceback would keep the stopped run's DDP, and its hooks, alive)
+        tiny_fit(**CASES["masked"], run_dir=run_dir, save_every=2, loss_fn=stopping_loss(8))
+        raise AssertionError("the run did not stop")
+    except Stop:
+        pass
+    distributed.barrier()
+    assert utils.load_torch(os.path.join(run_dir, "checkpoint.pt"))["step"] == 2
+    return tiny_fit(**CASES["masked"], run_dir=run_dir, save_every=2, resume=True)[0]
 
 
 # Agreement across process counts is checked in float64. In float32 this training is chaotic: a rounding
@@ -128,6 +158,7 @@ def _worker(rank, world, port, out, tree):
         assert (distributed.rank(), distributed.world_size(), os.environ["MASTER_ADDR"]) == (rank, world, "127.0.0.1")
         results = {"shared": shared_state(rank)}
         results.update({name: tiny_fit(**kw)[0] for name, kw in CASES.items()})
+        results["resumed"] = resumed_fit(os.path.join(out, "resumed"))
         results["streamed"], results["tensors"] = streamed_fit(tree), streamed_fit(tree, stream=False)
         results["streamed_bs"], results["tensors_bs"] = streamed_bs(tree), streamed_bs(tree, stream=False)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
@@ -164,6 +195,11 @@ def test_two_processes_equal_one(tmp_path):
                 assert torch.equal(two[n][~m], init[n][~m]), n
                 assert not torch.equal(two[n], init[n]), n
     assert all(d < TOLERANCE for d in diffs.values()), diffs
+    # resumed inside an epoch, bit-identical to the uninterrupted run: on 2 ranks, and in one process
+    for r in (0, 1):
+        assert all(torch.equal(ranks[r]["resumed"][k], ranks[r]["masked"][k]) for k in ranks[r]["masked"]), r
+    single, resumed = tiny_fit(**CASES["masked"])[0], resumed_fit(str(tmp_path / "one"))
+    assert all(torch.equal(resumed[k], single[k]) for k in single)
     # streamed, each rank reads only its slice of each batch, and trains exactly as on the tensors' slices
     # (the last batch of 3 splits 2 + 1; both runs have the same shapes on the same rank, so the same kernels)
     for r in (0, 1):

@@ -14,6 +14,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -400,7 +401,7 @@ def test_forget_retrain_resumes_after_sigkill(world, tmp_path, capfd):
     stopped = utils.load_torch(str(run / "train_state.pt"))["epoch"]
     assert 2 <= stopped < 4, "the run was not interrupted before its end"
     assert not (run / "eval_result.json").exists() and not (run / "checkpoint.pt").exists()
-    assert (run / ".lock").read_text() == str(pid)  # left behind by the killed run: taken over as stale
+    assert (run / ".lock").read_text().split()[1] == str(pid)  # left behind by the killed run: taken over as stale
 
     capfd.readouterr()
     resumed = main_forget.main([*common, "--save_dir", str(killed), "--resume"])
@@ -485,11 +486,18 @@ def test_stale_lock_is_taken_over_live_lock_holds(tmp_path, monkeypatch):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock = tmp_path / ".lock"
-    for content in (str(dead.pid), "", "not a pid", "0", "-1"):  # a killed run's, and damaged ones
+    host = socket.gethostname()
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    for content in (str(dead.pid), f"{host} {dead.pid} -", f"elsewhere {os.getpid()} 77",  # killed, requeued job
+                    "", "not a pid", "0", "-1", f"{host} x -"):  # and damaged ones
         lock.write_text(content)
         with utils.RunLock(str(tmp_path)):
-            assert lock.read_text() == str(os.getpid())
+            assert lock.read_text() == f"{host} {os.getpid()} 77"
         assert not lock.exists()
+    lock.write_text(f"elsewhere {dead.pid} 76")  # another job on another host: cannot be checked, respected
+    with pytest.raises(UserError, match=rf"another run \(pid {dead.pid} on host elsewhere\)"):
+        with utils.RunLock(str(tmp_path)):
+            pass
     lock.write_text("1")  # pid 1 lives; seen as another user's process, where kill(pid, 0) is not permitted
 
     def not_permitted(pid, sig):

@@ -16,7 +16,7 @@ def run(model, args, mask, make_batches, steps_per_epoch, loss_fn=trainer.cross_
     sched = trainer.lr_schedule(sgd.optimizer, steps_per_epoch, milestones, args.warmup)
     return trainer.fit(model, sgd, sched, epochs, make_batches, steps_per_epoch, loss_fn=loss_fn,
                        run_dir=run_dir, ckpt_name="train_state.pt", resume=args.resume, desc=desc,
-                       amp=args.amp)
+                       amp=args.amp, save_every=getattr(args, "save_every_steps", 0))
 
 
 def augmentation(splits, args):
