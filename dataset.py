@@ -530,5 +530,14 @@ def stream_batches(x, y, batch_size, shuffle=False, aug="none"):
         yield (distributed.Shard(xb, len(span)), distributed.Shard(yb, len(span))) if world > 1 else (xb, yb)
 
 
+def in_order(x, batch_size):
+    """The rows of x in order, in batches of `batch_size`, without labels or augmentation: slices of a tensor, or
+    streamed images read by one DataLoader with all its workers."""
+    starts = range(0, len(x), batch_size)
+    if isinstance(x, ImageFiles):
+        return x.stream([range(s, min(s + batch_size, len(x))) for s in starts])
+    return (x[s:s + batch_size] for s in starts)
+
+
 def num_batches(n, batch_size):
     return (n + batch_size - 1) // batch_size

@@ -114,6 +114,41 @@ def cleanup():
         dist.destroy_process_group()
 
 
+# ---------------------------------------------------------------- work shared out: evaluation
+
+def share(n):
+    """This rank's contiguous range (lo, hi) of n rows: world_size() pieces, sizes differing by at most one."""
+    sizes = _sizes(n)
+    lo = sum(sizes[:rank()])
+    return lo, lo + sizes[rank()]
+
+
+def _sizes(n):
+    w = world_size()
+    return [n // w + (r < n % w) for r in range(w)]
+
+
+def gather_rows(part, n):
+    """The n rows of which every rank holds its share(n) as `part`, concatenated in rank order, on every rank."""
+    if not active():
+        return part
+    sizes = _sizes(n)
+    buf = torch.zeros((max(sizes), *part.shape[1:]), dtype=part.dtype, device=_comm_device())
+    buf[:len(part)] = part
+    bufs = [torch.empty_like(buf) for _ in sizes]
+    dist.all_gather(bufs, buf)
+    return torch.cat([b[:size] for b, size in zip(bufs, sizes)]).to(part.device)
+
+
+def merged(results):
+    """The union of every rank's dict `results`, on every rank (small, picklable values)."""
+    if not active():
+        return results
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, results)
+    return {k: v for part in parts for k, v in part.items()}
+
+
 # ---------------------------------------------------------------- state the ranks must share
 
 def _comm_device():

@@ -156,8 +156,8 @@ def main(argv=None):
             (model, prune_mask), states = loaded, None
         else:
             model, prune_mask, states = pruning.run()
-        main_rank = distributed.is_main()  # under torchrun rank 0 evaluates and writes
-        before = backdoor_metrics(model, splits, args, value, device) if main_rank else None
+        main_rank = distributed.is_main()  # under torchrun the ranks evaluate together, rank 0 writes
+        before = backdoor_metrics(model, splits, args, value, device)
         if main_rank:
             print(f"trojaned: test acc {before['test_acc']:.2f}  attack success {before['attack_acc']:.2f} "
                   f"(other classes {before['attack_acc_nontarget']:.2f})", flush=True)
@@ -172,8 +172,6 @@ def main(argv=None):
         mask = combine(mask, prune_mask)
         final = os.path.join(run_dir, "checkpoint.pt")
         if args.resume and os.path.exists(final):
-            if not main_rank:
-                return None
             state = utils.load_torch(final, "finished run's checkpoint")
             if not isinstance(state, dict) or "state_dict" not in state:
                 raise UserError(f"'{final}' is not a finished run's checkpoint; delete it or rerun without --resume")
@@ -181,21 +179,22 @@ def main(argv=None):
             rte = state.get("RTE_minutes")
             after = backdoor_metrics(model, splits, args, value, device)
         else:
-            if not main_rank and args.unlearn in ONE_SHOT:
-                return None
             meta = model.meta
             utils.seed_everything(args.train_seed)
             with utils.Timer() as t:
-                model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
+                if main_rank or args.unlearn not in ONE_SHOT:  # one-shot: rank 0 alone, its weights to every rank
+                    model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
+                if args.unlearn in ONE_SHOT:
+                    distributed.from_main(model.state_dict())
             rte = t.minutes
             trainer.check_weights(model, args.unlearn)
-            if not main_rank:
-                return None
             after = backdoor_metrics(model, splits, args, value, device)  # a diverged model stops here
             state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
             if prune_mask is not None:
                 state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
             utils.save_torch(state, final)
+        if not main_rank:
+            return None
         result = {**before, **{f"{k}_unlearn": v for k, v in after.items()},
                   "sparsity": 1 - density(prune_mask) if prune_mask else 0.0,
                   "mask_density": density(mask) if mask else 1.0, "mask_minutes": mask_minutes, "RTE_minutes": rte,

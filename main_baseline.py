@@ -42,10 +42,10 @@ def main(argv=None):
         utils.load_torch(ckpt, "checkpoint to resume")  # a corrupt or unsafe file fails before anything runs
     with utils.RunLock(args.save_dir):
         model, _ = train_model(args, splits, device, args.save_dir, extra={"args": vars(args)}, resume_from=ckpt)
-        if not distributed.is_main():  # under torchrun rank 0 evaluates and writes
-            return None
         acc = {k: accuracy(predict_probs(model, *splits.xy(k)[:1], device), splits.xy(k)[1].cpu())
-               for k in ("train", "val", "test")}
+               for k in ("train", "val", "test")}  # under torchrun every rank evaluates its share, rank 0 writes
+        if not distributed.is_main():
+            return None
         utils.write_json({"accuracy": acc, "args": vars(args), "git": utils.git_sha()},
                          os.path.join(args.save_dir, "eval_result.json"))
     print(f"accuracy: {acc}")

@@ -16,8 +16,8 @@ from unlearn import METHODS
 from unlearn.mask import combine, density, load_mask, saliency_scores, top_ratio
 
 
-# Methods that change the weights without training: under torchrun rank 0 runs them alone (the other ranks
-# stop). Any other method trains through trainer.fit on every rank.
+# Methods that change the weights without training: under torchrun rank 0 runs them alone and its weights go to
+# every rank. Any other method trains through trainer.fit on every rank.
 ONE_SHOT = {"raw", "fisher", "fisher_new", "wfisher", "SSD"}
 
 
@@ -123,13 +123,14 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
                                   f"--resume")
         trainer.load_weights(model, state["state_dict"], f"'{final}'")
         rte = state["RTE_minutes"]
-    elif not distributed.is_main() and args.unlearn in ONE_SHOT:
-        return None
     else:
         utils.seed_everything(args.train_seed)
         meta = model.meta
         with utils.Timer() as t:
-            model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
+            if distributed.is_main() or args.unlearn not in ONE_SHOT:
+                model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
+            if args.unlearn in ONE_SHOT:
+                distributed.from_main(model.state_dict())
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         rte = t.minutes
@@ -137,9 +138,9 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
         state = {"state_dict": model.state_dict(), "meta": meta, "args": vars(args), "RTE_minutes": rte}
         if prune_mask is not None:
             state["prune_mask"] = {k: v.cpu() for k, v in prune_mask.items()}
-    if not distributed.is_main():  # under torchrun rank 0 evaluates and writes
+    result = evaluate(model, splits, device, rte, full=not args.fast_eval)  # under torchrun: shared out
+    if not distributed.is_main():  # rank 0 writes
         return None
-    result = evaluate(model, splits, device, rte, full=not args.fast_eval)
     result["run"] = {"unlearn": args.unlearn, "mask": args.mask_path or args.mask or (
                          f"saliency {args.mask_ratio:g}" if args.mask_ratio else None),
                      "mask_density": density(mask) if mask else 1.0, "mask_minutes": mask_minutes,

@@ -166,7 +166,7 @@ class Pruning:
 
     def _finish(self, i, model, mask):
         # under torchrun rank 0 evaluates and writes; the other ranks only need the paths
-        acc = accuracies(model, self.splits, self.device) if distributed.is_main() else None
+        acc = accuracies(model, self.splits, self.device)  # under torchrun the ranks share the work out
         record = {"state": i, "sparsity": pruner.sparsity(mask), "measured_sparsity": pruner.measured_sparsity(model),
                   "accuracy": acc, "checkpoint": os.path.join(state_dir(self.save_dir, i), "checkpoint.pt"),
                   "mask": mask_path(self.save_dir, i) if mask is not None else None}
@@ -181,7 +181,7 @@ class Pruning:
         resume = args.resume
         if self.pretrained is not None:
             model, mask = self.pretrained, None
-            acc = accuracies(model, self.splits, self.device) if distributed.is_main() else None
+            acc = accuracies(model, self.splits, self.device)
             records.append({"state": 0, "sparsity": 0.0, "accuracy": acc, "checkpoint": args.model_path,
                             "mask": None})
         elif resume and _finished(self.save_dir, 0):
@@ -231,8 +231,6 @@ def saliency(args, device):
     if not args.model_path:
         raise UserError("--prune saliency needs --model_path (the trained model whose forget-set gradient "
                         "ranks the weights)")
-    if not distributed.is_main():  # no training: under torchrun rank 0 does it alone
-        return None
     splits = dataset.splits_from_args(args, device)
     model, _ = trainer.load_model(args.model_path, args, splits.raw, device)
     utils.ensure_dir(args.save_dir)
@@ -249,7 +247,8 @@ def saliency(args, device):
         utils.write_json({"masks": masks, "mask_minutes": t.minutes, "model_path": args.model_path,
                           "num_forget": len(splits.forget), "args": vars(args), "git": utils.git_sha()},
                          os.path.join(args.save_dir, "masks.json"))
-    print(f"saliency masks from {len(splits.forget)} forget examples: {masks} -> {args.save_dir}")
+    if distributed.is_main():
+        print(f"saliency masks from {len(splits.forget)} forget examples: {masks} -> {args.save_dir}")
     return masks
 
 

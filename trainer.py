@@ -128,8 +128,8 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
     and goes on with the RNG state of the checkpoint, as if never stopped.
 
     Under torchrun (see distributed.py) the model trains wrapped in DistributedDataParallel with synchronized
-    BatchNorm, each rank on its slice of every batch; rank 0 alone validates, writes and prints, and every
-    rank returns the same weights.
+    BatchNorm, each rank on its slice of every batch; the ranks validate together, rank 0 alone writes and
+    prints, and every rank returns the same weights.
     """
     start, history, inside = 0, [], None
     path = os.path.join(run_dir, ckpt_name) if run_dir else None
@@ -183,7 +183,7 @@ def fit(model, sgd, scheduler, epochs, make_batches, steps_per_epoch, loss_fn=cr
                                after_step if save_every and run_dir and main else None)
             record = {"epoch": epoch + 1, "loss": round(loss, 5), "lr": sgd.optimizer.param_groups[0]["lr"],
                       "seconds": round(time.perf_counter() - t0, 3)}
-            if val is not None and main:
+            if val is not None:  # every rank: they share the work out
                 record["val_acc"] = round(accuracy(predict_probs(model, val[0], val[0].device), val[1].cpu()), 3)
             history.append(record)
             if run_dir and main:

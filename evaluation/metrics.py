@@ -1,29 +1,39 @@
 """Model outputs and accuracy.
 
 `predict_logits` / `predict_probs` turn a model and an image tensor into logits / softmax probabilities on
-the CPU;
+the CPU (under torchrun each rank computes its share of the rows and every rank gets them all);
 `accuracy` scores those probabilities against labels, in percent.
 """
 
 import torch
 
+import dataset
+import distributed
+
 
 def _batched_outputs(model, x, device, batch_size, head):
     """head(model(batch)) for every batch of `x`, on the CPU, concatenated; eval mode under
-    `torch.inference_mode()`, the previous training mode restored. An empty `x` gives `torch.empty(0, 0)`."""
+    `torch.inference_mode()`, the previous training mode restored. An empty `x` gives `torch.empty(0, 0)`.
+
+    Under torchrun every rank must call it: each computes its contiguous share of the rows (streamed images are
+    read by one DataLoader), and the rows are gathered on every rank."""
     if len(x) == 0:
         return torch.empty(0, 0)
+    lo, hi = distributed.share(len(x))
+    rows = hi - lo
+    lo = min(lo, len(x) - 1)
+    hi = max(hi, lo + 1)  # a rank without rows runs one, for the number of columns
+    part = x.subset(range(lo, hi)) if isinstance(x, dataset.ImageFiles) else x[lo:hi]
     was_training = model.training
     model.eval()
     out = []
     try:
         with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                batch = x[start:start + batch_size].to(device, non_blocking=True)
-                out.append(head(model(batch).float()).cpu())
+            for batch in dataset.in_order(part, batch_size):
+                out.append(head(model(batch.to(device, non_blocking=True)).float()).cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out)
+    return distributed.gather_rows(torch.cat(out)[:rows], len(x))
 
 
 def predict_logits(model, x, device, batch_size=1024):

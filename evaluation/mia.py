@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from sklearn.svm import SVC
 
+import distributed
+
 FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "prob")
 EPS = 1e-12  # floor for probabilities inside logarithms
 
@@ -72,7 +74,8 @@ def svc_attacks(attacks, feature_names=FEATURES):
     """Several attacks at once: {key: (shadow_in, shadow_out, target_in, target_out)} -> {key: scores}.
 
     Scores are per feature, as `svc_attack` gives them. Every (attack, feature) fit runs in one pool of
-    `torch.get_num_threads()` threads.
+    `torch.get_num_threads()` threads; under torchrun every rank must call it, each fits its share of them and
+    every rank gets every score.
     """
     fits = []
     for key, (shadow_in, shadow_out, target_in, target_out) in attacks.items():
@@ -88,10 +91,12 @@ def svc_attacks(attacks, feature_names=FEATURES):
         fracs = [np.mean(predict_distinct(clf, x) == label) for x, label in targets]
         return float(np.mean(fracs)) if fracs else float("nan")
 
+    mine = list(enumerate(fits))[distributed.rank()::distributed.world_size()]  # under torchrun: shared out
+    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(mine)))) as pool:
+        scores = distributed.merged(dict(zip([i for i, _ in mine], pool.map(score, [f for _, f in mine]))))
     out = {key: {} for key in attacks}
-    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(fits)))) as pool:
-        for (key, name, *_), value in zip(fits, pool.map(score, fits)):
-            out[key][name] = value
+    for i, (key, name, *_) in enumerate(fits):
+        out[key][name] = scores[i]
     return out
 
 

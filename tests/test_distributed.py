@@ -21,6 +21,7 @@ import main_baseline
 import trainer
 import utils
 from unlearn import METHODS
+from evaluation import evaluate, predict_probs
 from unlearn.mask import top_ratio
 from conftest import DIGITS_ARGS, REPO, cli_env, run_script
 
@@ -148,6 +149,19 @@ def shared_state(rank):
     return out
 
 
+def sharded_eval(tree):
+    """The papers' evaluation of a float64 resnet20s on digits, and the class probabilities of streamed images in
+    batches of 4 (under torchrun: each rank its share of the rows, streamed ones through one DataLoader)."""
+    raw = dataset.load_dataset("digits")
+    raw.x_train, raw.x_test = raw.x_train.double(), raw.x_test.double()
+    model = trainer.init_model(META, 1, "cpu").double()
+    result = evaluate(model, dataset.make_splits(raw, 2, num_indexes_to_replace=60), torch.device("cpu"))
+    del result["eval_seconds"]
+    streamed = dataset.load_dataset("imagenet", root=tree, input_size=12, num_workers=1)
+    meta = dict(META, dataset="imagenet", num_classes=3, in_channels=3, image_size=12, mean=[0.5] * 3, std=[0.3] * 3)
+    return result, predict_probs(trainer.init_model(meta, 1, "cpu"), streamed.x_train, torch.device("cpu"), 4)
+
+
 def _worker(rank, world, port, out, tree):
     """One rank, started as srun starts a task in a job of `world` tasks: Slurm's variables only."""
     os.environ.update(SLURM_STEP_ID="0", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NTASKS=str(world),
@@ -156,7 +170,7 @@ def _worker(rank, world, port, out, tree):
     distributed.setup(torch.device("cpu"))
     try:
         assert (distributed.rank(), distributed.world_size(), os.environ["MASTER_ADDR"]) == (rank, world, "127.0.0.1")
-        results = {"shared": shared_state(rank)}
+        results = {"shared": shared_state(rank), "eval": sharded_eval(tree)}
         results.update({name: tiny_fit(**kw)[0] for name, kw in CASES.items()})
         results["resumed"] = resumed_fit(os.path.join(out, "resumed"))
         results["streamed"], results["tensors"] = streamed_fit(tree), streamed_fit(tree, stream=False)
@@ -175,6 +189,12 @@ def test_two_processes_equal_one(tmp_path):
     tree = str(write_tree(tmp_path / "tree"))
     mp.spawn(_worker, args=(2, slurm_port(), str(tmp_path), tree), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # evaluation shared out over the ranks: every rank gets the one-process numbers (accuracies and attack scores
+    # equal; float64 outputs of rows in other batches differ in the last bits, not in their float32 rounding)
+    result, probs = sharded_eval(tree)
+    for r in (0, 1):
+        assert ranks[r]["eval"][0] == result, r
+        assert torch.allclose(ranks[r]["eval"][1], probs, rtol=0, atol=1e-6), r
     # one mask on every rank: rank 0's; ranks that hold different masks stop with one line
     own = top_ratio(rank_scores(0), 0.4)
     assert all(torch.equal(ranks[r]["shared"]["mask"][k], own[k]) for r in (0, 1) for k in own)
