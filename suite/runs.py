@@ -24,7 +24,7 @@ from utils import UserError
 
 # Arguments that may differ between a finished run and a new invocation without changing its result.
 NEUTRAL_ARGS = {"save_dir", "model_path", "resume", "device", "gpu", "data", "data_dir", "num_workers", "print_freq",
-                "checkpoint", "run_name", "fast_eval"}
+                "checkpoint", "run_name", "fast_eval", "save_every_steps"}
 RUN_ERRORS = (UserError, RuntimeError, ValueError, ArithmeticError)  # recorded as a failed run; the rest goes on
 SUMMARY_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
 

@@ -4,13 +4,17 @@ benchmark, reuse finished runs and submit nothing twice."""
 import json
 import os
 import shutil
+import signal
 import stat
 import sys
+import time
+import types
 
 import pytest
 
 import benchmark
 from suite import launch
+from test_distributed import descendants
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -219,3 +223,29 @@ def test_slurm_without_submitit_is_one_line(tmp_path, monkeypatch, capsys):
         benchmark.main(["--seeds", "1,", "--launcher", "slurm", "--save_dir", str(tmp_path / "b")])
     assert err.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --launcher slurm needs the submitit package: pip install submitit"
+
+
+def test_requeued_job_resumes_inside_its_epoch(tmp_path):
+    """A Slurm job (submitit's local executor) told to checkpoint, as at its time limit, is queued again and its
+    run resumes from the checkpoint written inside the epoch."""
+    pytest.importorskip("submitit")
+    import utils
+    from suite.runs import Run
+    folder = tmp_path / "seed_1" / "original"
+    argv = ["--dataset", "digits", "--arch", "resnet20s", "--train_subset", "300", "--batch_size", "8",
+            "--epochs", "1", "--save_every_steps", "3", "--device", "cpu", "--save_dir", str(folder), "--resume"]
+    run = Run(1, "original", False, "main_baseline.py", argv, str(folder))
+    res = launch.resources({}, types.SimpleNamespace(slurm_gpus=0, slurm_cpus=1))
+    job = launch.submit([run], str(tmp_path), res, cluster="local")[0][os.path.join("seed_1", "original")]
+    checkpoint, deadline = folder / "checkpoint.pt", time.monotonic() + 120
+    while not (checkpoint.exists() and utils.load_torch(str(checkpoint)).get("step")):
+        assert time.monotonic() < deadline and job.state != "FINISHED", "no checkpoint inside the epoch"
+        time.sleep(0.05)
+    for pid in descendants(job._process.pid):  # the signal Slurm sends the job's tasks before its time limit
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"submitit.core._submit" in f.read():
+                os.kill(pid, signal.SIGUSR2)
+    assert "done" in job.result()
+    log = (tmp_path / "logs" / "seed_1_original.log").read_text()
+    assert log.count("$ python -u main_baseline.py") == 2 and ", step " in log.split("resuming from")[1]
+    assert utils.load_torch(str(checkpoint))["epoch"] == 1 and (folder / "eval_result.json").exists()
