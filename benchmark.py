@@ -40,7 +40,8 @@ import sys
 import time
 
 import utils
-from arg_parser import Parser, fraction, pos_int, ratio
+from arg_parser import Parser
+from argtypes import fraction, pos_int, ratio
 from suite import launch, tables
 from suite.presets import METHOD_ORDER, PRESETS, REFERENCE, flags, label, order_key
 from suite.runs import execute, plan, preflight, read_result, train_size

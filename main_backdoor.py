@@ -24,7 +24,7 @@ import trainer
 import utils
 from arg_parser import build_parser
 from evaluation import accuracy, predict_probs
-from main_forget import ONE_SHOT, is_model_file, run_name, zeros_mask
+from main_forget import is_model_file, run_name, zeros_mask
 from main_imp import Pruning
 from unlearn import METHODS
 from unlearn.mask import combine, density, load_mask, saliency_scores, top_ratio
@@ -181,7 +181,7 @@ def main(argv=None):
             rte = state.get("RTE_minutes")
             after = backdoor_metrics(model, splits, args, value, device)
         else:
-            if not main_rank and args.unlearn in ONE_SHOT:
+            if not main_rank and METHODS[args.unlearn].one_shot:
                 return None
             meta = model.meta
             utils.seed_everything(args.train_seed)

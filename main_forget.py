@@ -16,11 +16,6 @@ from unlearn import METHODS
 from unlearn.mask import combine, density, load_mask, saliency_scores, top_ratio
 
 
-# Methods that change the weights without training: under torchrun rank 0 runs them alone (the other ranks
-# stop). Any other method trains through trainer.fit on every rank.
-ONE_SHOT = {"raw", "fisher", "fisher_new", "wfisher", "SSD"}
-
-
 def parse(argv=None):
     return build_parser(__doc__, ["data", "train", "unlearn"]).parse_args(argv)
 
@@ -123,7 +118,7 @@ def unlearn_and_evaluate(args, splits, model, mask, prune_mask, run_dir, device)
                                   f"--resume")
         trainer.load_weights(model, state["state_dict"], f"'{final}'")
         rte = state["RTE_minutes"]
-    elif not distributed.is_main() and args.unlearn in ONE_SHOT:
+    elif not distributed.is_main() and METHODS[args.unlearn].one_shot:
         return None
     else:
         utils.seed_everything(args.train_seed)

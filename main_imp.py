@@ -24,7 +24,8 @@ import distributed
 import pruner
 import trainer
 import utils
-from arg_parser import build_parser, ratios
+from arg_parser import build_parser
+from argtypes import ratios
 from evaluation import accuracy, predict_probs
 from unlearn.mask import saliency_scores, top_ratio
 from utils import UserError

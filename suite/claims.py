@@ -9,7 +9,7 @@ import json
 import os
 
 from suite import tables
-from suite.presets import NAMES, label
+from suite.presets import display, label
 
 # The forget-fraction sweep: (folders, fraction); 10% are the committed Fashion-MNIST tables (same preset values).
 FRACTIONS = ((("fashionmnist_random", "fashionmnist_random_baselines"), 0.1),
@@ -188,7 +188,7 @@ def sweep_table(rows, sparse):
     dense = {r["method"]: r for r in rows if not r["sparsity"] and not r["masked"]}
     lines = []
     for m in methods:
-        cells = [NAMES.get(m, m), tables.fmt(dense[m]["avg_gap"]) if m in dense else "—"]
+        cells = [display(m), tables.fmt(dense[m]["avg_gap"]) if m in dense else "—"]
         for s in arms:
             c = by_key.get((m, s))
             cells.append("—" if c is None else f"{tables.fmt(c['sparse'])}; vs dense {_ci(c['difference'])}")
@@ -325,7 +325,7 @@ def overview_figure(plt, results_dir):
         x = max(r["RTE_minutes"]["mean"] / epoch, 1e-2)
         ax.errorbar(x, ci["mean"], yerr=ci["half_width"] or 0, fmt="os^"[arm], color=f"C{arm}", capsize=2,
                     markersize=5)
-        name = NAMES.get(r["method"], r["method"])
+        name = display(r["method"])
         key = label(r["method"], r["masked"])
         if not r["sparsity"] and key in ulira:
             name += f" (U-LiRA {ulira[key]:.2f})"

@@ -9,14 +9,13 @@ of the small presets (see `python benchmark.py --search` and docs/presets.md), a
 `slurm` resources of one run (suite/launch.py).
 """
 
+from unlearn import METHODS
+
+# Row order of the tables; a method not listed here follows these, by name. A method's other facts (its name in
+# the tables, whether it is one-shot, whether it runs under a mask, its flags) are in its registry entry (unlearn/).
 METHOD_ORDER = ("raw", "retrain", "FT", "GA", "RL", "fisher_new", "fisher", "wfisher", "FT_prune", "NegGrad_plus",
                 "SCRUB", "CF_k", "EU_k", "SSD", "BE", "BS", "SalUn_soft")
-UNMASKED_ONLY = ("raw", "retrain")  # the original model and the gold standard are never masked
 REFERENCE = "retrain"
-NAMES = {"raw": "Original", "retrain": "Retrain", "FT": "FT", "GA": "GA", "RL": "RL", "fisher_new": "FF",
-         "fisher": "FF (empirical Fisher)", "wfisher": "IU", "FT_prune": "l1-sparse", "NegGrad_plus": "NegGrad+",
-         "SCRUB": "SCRUB", "CF_k": "CF-k", "EU_k": "EU-k", "SSD": "SSD", "BE": "BE", "BS": "BS",
-         "SalUn_soft": "SalUn-soft"}
 SEARCH_SEEDS = (0, 99)  # the search's own splits and forget sets, none of the benchmark's seeds (1, 2, 3)
 
 # SalUn (ICLR 2024) Table 1: ResNet-18 on CIFAR-10, random forgetting of 10% of the training set.
@@ -203,9 +202,14 @@ def flags(options):
     return out
 
 
+def display(method):
+    """A method's name in the tables (its registry entry's; a name no longer registered stands for itself)."""
+    return METHODS[method].display if method in METHODS else method
+
+
 def label(method, masked, sparsity=0.0):
     """Row name in the tables: 'FT', 'FT + mask', 'RL + mask (SalUn)', 'FT (95% sparse)'."""
-    name = NAMES.get(method, method)
+    name = display(method)
     if sparsity:
         name += f" ({100 * sparsity:g}% sparse)"
     if not masked:

@@ -50,7 +50,8 @@ import utils
 from evaluation import privacy as P
 from evaluation.metrics import predict_logits
 from suite import runs as bench_runs
-from suite.presets import NAMES, REFERENCE, UNMASKED_ONLY, flags, label, order_key
+from suite.presets import REFERENCE, display, flags, label, order_key
+from unlearn import METHODS
 from utils import UserError
 
 SEED_STEP = 1000  # train seeds s, s + 1000, ...: apart from the benchmark's own seeds 1, 2, 3, ...
@@ -74,7 +75,7 @@ def variants(cfg):
         if m == REFERENCE:
             continue
         out.append((m, False))
-        if m not in UNMASKED_ONLY:
+        if METHODS[m].maskable:
             out.append((m, True))
     return sorted(out, key=lambda v: order_key(*v))
 
@@ -216,7 +217,6 @@ class Runner:
     def unlearned(self, key, args):
         """Run the method on its original as main_forget.py does (without writing a run folder)."""
         import trainer
-        from unlearn import METHODS
         from unlearn.mask import combine
         method, masked, t_orig, _ = key
         bench = self.plan.benchmark_run(key)
@@ -381,7 +381,7 @@ def evaluate_rows(plan, stats, failures):
                         f"{os.path.join(plan.dir, 'logs', 'privacy.log')}")
     conf_r = np.array([s["confidence"] for s in retrained])
     acc_r = [s["accuracy"] for s in retrained]
-    rows = [{"label": NAMES.get(REFERENCE, REFERENCE), "method": REFERENCE, "masked": False, "models": plan.k,
+    rows = [{"label": display(REFERENCE), "method": REFERENCE, "masked": False, "models": plan.k,
              "RA": float(np.mean([a["retain"] for a in acc_r])), "TA": float(np.mean([a["test"] for a in acc_r])),
              "UA": 100 - float(np.mean([a["forget"] for a in acc_r])),
              "median_confidence": np.median(conf_r, axis=0).tolist()}]

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 from tqdm import tqdm
 
 import utils
-from suite.presets import UNMASKED_ONLY, flags, label
+from suite.presets import flags, label
+from unlearn import METHODS
 from utils import UserError
 
 # Arguments that may differ between a finished run and a new invocation without changing its result.
@@ -137,7 +138,7 @@ def plan(cfg, root):
     for s in cfg["seeds"]:
         for method in cfg["run_methods"]:
             runs.append(forget_run(cfg, s, root, method, False))
-            if method not in UNMASKED_ONLY and cfg.get("masked_arm", True):
+            if METHODS[method].maskable and cfg.get("masked_arm", True):
                 runs.append(forget_run(cfg, s, root, method, True))
         for sp in sparsities:
             runs += [forget_run(cfg, s, root, method, False, sparsity=sp) for method in cfg["run_methods"]]
