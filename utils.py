@@ -12,10 +12,7 @@ import numpy as np
 import torch
 
 import distributed
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad flag, bad file); reported as one line, exit status 2."""
+from errors import UserError
 
 
 def cli(main):

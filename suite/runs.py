@@ -115,10 +115,10 @@ def model_of(root, seed, sparsity):
 
 
 def forget_run(cfg, seed, root, method, masked, options=None, run_name=None, sparsity=0.0):
-    import main_forget
+    from unlearn.apply import run_name as default_name
     options = {"decreasing_lr": cfg["train"]["decreasing_lr"], **cfg["methods"][method], **(options or {})}
     ratio_ = cfg["mask_ratio"] if masked else None
-    name = run_name or main_forget.run_name(SimpleNamespace(run_name=None, mask=None, mask_path=None,
+    name = run_name or default_name(SimpleNamespace(run_name=None, mask=None, mask_path=None,
                                                             mask_ratio=ratio_, unlearn=method))
     save_dir, model, after = model_of(root, seed, sparsity)
     argv = common_argv(cfg, seed) + ["--unlearn", method, "--fast_eval"] + flags(options)
@@ -146,10 +146,8 @@ def plan(cfg, root):
 
 
 def _script(run):
-    import main_baseline
-    import main_forget
-    import main_imp
-    return {"main_baseline.py": main_baseline, "main_imp.py": main_imp, "main_forget.py": main_forget}[run.script]
+    from commands import baseline, forget, imp
+    return {"main_baseline.py": baseline, "main_imp.py": imp, "main_forget.py": forget}[run.script]
 
 
 def _entry(run):

@@ -10,8 +10,8 @@ import shlex
 import pytest
 
 import benchmark
-import main_baseline
-import main_forget
+from commands import baseline as main_baseline
+from commands import forget as main_forget
 from suite import presets, search, tables
 from unlearn import METHODS
 from utils import UserError

@@ -8,7 +8,7 @@ import torch
 import dataset
 import trainer
 from unlearn import METHODS, loop
-from unlearn.mask import UserError, check_mask, combine, top_ratio
+from masks import UserError, check_mask, combine, top_ratio
 from unlearn.methods import l1_weight
 
 PERTURB_METHODS = sorted(n for n, m in METHODS.items() if m.one_shot and n != "raw")  # one-shot weight updates

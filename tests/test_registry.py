@@ -4,16 +4,19 @@ and main_forget.py then know it (docs/methods.md, "Adding a method")."""
 import contextlib
 import io
 import json
+import re
 
 import pytest
 import torch
 
 import benchmark
-import main_forget
+from commands import forget as main_forget
+from commands import backdoor, baseline, imp
 from conftest import DIGITS_ARGS
 from suite.presets import METHOD_ORDER, PRESETS, label, order_key
 from suite.runs import plan
 from unlearn import ALIASES, METHODS, flag, register
+from unlearn.apply import run_name
 
 
 @pytest.fixture
@@ -33,11 +36,19 @@ def toy(monkeypatch):
     del METHODS["toy"]
 
 
-def help_text(argv=()):
+def help_text(program=main_forget):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        main_forget.parse([*argv, "--help"])
+        program.parse(["--help"])
     return out.getvalue()
+
+
+@pytest.mark.parametrize("program", [baseline, imp, main_forget, backdoor], ids=lambda p: p.__name__)
+def test_help_is_grouped_and_every_flag_shows_its_default(program):
+    text = help_text(program)
+    assert "\ndata:\n" in text and "\ntraining:\n" in text
+    flags = [f for f in re.split(r"\n  (?=-)", text) if not f.startswith("-h")][1:]
+    assert len(flags) > 20 and all("default" in " ".join(f.split()) for f in flags), flags
 
 
 def test_help_lists_every_method_alias_and_method_flag():
@@ -51,7 +62,7 @@ def test_help_lists_every_method_alias_and_method_flag():
 
 def test_a_new_method_is_known_to_the_command_line_tables_and_benchmark(toy, tmp_path):
     args = main_forget.parse(["--unlearn", "toy", "--toy_scale", "0.5"])
-    assert args.unlearn == "toy" and args.toy_scale == 0.5 and main_forget.run_name(args) == "toy"
+    assert args.unlearn == "toy" and args.toy_scale == 0.5 and run_name(args) == "toy"
     assert "--toy_scale" in help_text() and main_forget.parse([]).toy_scale == 1.0
     assert label("toy", True) == "Toy + mask" and order_key("toy", False)[0] == len(METHOD_ORDER)  # last row
     cfg = benchmark.resolve(benchmark.parse(["--seeds", "1,", "--methods", "toy", "--save_dir", str(tmp_path)]))

@@ -35,7 +35,7 @@ from torch import nn
 
 from argtypes import nonneg_float, nonneg_int, pos_float, pos_int, probability
 from unlearn import flag, loop, register
-from unlearn.mask import combine
+from masks import combine
 from utils import UserError
 
 PLAIN_SGD = (0.0, 0.0)  # momentum, weight decay
