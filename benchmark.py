@@ -28,6 +28,7 @@ A second invocation reuses every finished run and does only what is missing.
   python benchmark.py --print-commands > runs.sh        # one command per run, in dependency order
   python benchmark.py --collect DIR [DIR ...]           # the tables from eval_result.json files
   python benchmark.py --search                          # the validation search behind the preset's values
+  python benchmark.py --curves --seeds 3                # learning-rate and mask-ratio curves, both arms
   python benchmark.py --privacy 16                      # per-example privacy (challenge score, U-LiRA): privacy.md
   python benchmark.py --launcher local --jobs 4         # 4 runs at once on this machine
   python benchmark.py --launcher slurm --slurm_partition gpu   # every run a Slurm job; then --collect
@@ -43,6 +44,8 @@ import utils
 from arg_parser import Parser, fraction, pos_int, ratio
 from suite import launch, tables
 from suite.presets import METHOD_ORDER, PRESETS, REFERENCE, flags, label, order_key
+from suite.curves import METHODS as CURVE_METHODS
+from suite.curves import run_curves
 from suite.runs import execute, plan, preflight, read_result, train_size
 from suite.search import SEARCH_MARKER, search
 from utils import UserError
@@ -97,6 +100,9 @@ def parse(argv=None):
                       help="print one shell command per run (dependency order) and exit")
     mode.add_argument("--collect", nargs="+", metavar="DIR", help="build the tables from eval_result.json files")
     mode.add_argument("--search", action="store_true", help="validation search over the preset's grids")
+    mode.add_argument("--curves", action="store_true",
+                      help="learning-rate curves without and with the mask, and the mask-ratio sweep "
+                           f"(suite/curves.py; default methods {','.join(CURVE_METHODS)})")
     mode.add_argument("--privacy", type=int, metavar="K", default=None,
                       help="per-example privacy instead of the table: the unlearning challenge's score and U-LiRA "
                            "from K unlearned and K retrained models per method (suite/privacy.py)")
@@ -279,9 +285,11 @@ def _main(argv):
     if args.collect:
         return collect(args.collect, args.save_dir, args.plots)
     cfg = resolve(args)
-    if cfg["sparsity"] and (args.launcher == "slurm" or args.search or args.privacy is not None):
-        raise UserError("--sparsity runs with the in-process and the local launcher, and not with --search or "
-                        "--privacy")
+    if cfg["sparsity"] and (args.launcher == "slurm" or args.search or args.curves or args.privacy is not None):
+        raise UserError("--sparsity runs with the in-process and the local launcher, and not with --search, "
+                        "--curves or --privacy")
+    if args.curves and args.launcher == "slurm":
+        raise UserError("--curves runs in this process or with --launcher local")
     if args.print_commands:
         return print_commands(cfg)
     if args.privacy is not None:
@@ -296,6 +304,8 @@ def _main(argv):
         runner = functools.partial(launch.run_local, jobs=args.jobs, device=cfg["device"])
     if args.search:
         return search(cfg, args.plots, runner)
+    if args.curves:
+        return run_curves(cfg, args.methods or CURVE_METHODS, args.plots, runner)
     return run_benchmark(cfg, args.plots, runner)
 
 
