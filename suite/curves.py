@@ -121,8 +121,10 @@ def summarize(records, points, cfg, methods):
     return out
 
 
-def render(cfg, summary, minutes):
-    lines = [f"# Learning-rate and mask-ratio curves: preset {cfg['preset']}, {cfg['scenario']} forgetting", "",
+def render(data):
+    """curves.md from what curves.json holds."""
+    cfg, summary, minutes = data["config"], data["methods"], data["run_minutes"]
+    lines = [f"# {data['meta']['title']}, {cfg['scenario']} forgetting", "",
              f"Seeds {', '.join(map(str, cfg['seeds']))}; learning rate = the preset's x 3^k, k = -4..4; mask ratio "
              f"{cfg['mask_ratio']:g} in the masked arm. Cells: mean [95% Student t interval] over seeds; 'collapsed': "
              f"seeds whose test accuracy is more than {COLLAPSE:g} points below their retrain's. Stability: decades "
@@ -146,6 +148,9 @@ def render(cfg, summary, minutes):
             lines += [f"| {p['ratio']:g}{' (no mask)' if p.get('note') else ''} | {_cell(p['gap'])} | "
                       f"{_cell(p['UA'], 1)} | {_cell(p['TA'], 1)} | {p['collapsed']} |" for p in e["mask_ratio"]]
             lines.append("")
+    if data["failures"]:
+        lines += ["## Failed runs", ""] + [f"- seed {f['seed']}, {f['method']}{' + mask' if f['masked'] else ''}: "
+                                           f"{f['error']}" for f in data["failures"]] + [""]
     return "\n".join(lines)
 
 
@@ -190,9 +195,15 @@ def run_curves(cfg, methods, plots=True, runner=execute):
     runs, points = plan(cfg, methods)
     records, failures, counts, run_minutes = runner(runs, cfg["save_dir"])
     summary = summarize(records, points, cfg, methods)
-    text = render(cfg, summary, run_minutes)
-    out = {"config": cfg, "methods": summary, "failures": failures, "counts": counts, "run_minutes": run_minutes}
+    meta = {"title": f"Learning-rate and mask-ratio curves: {cfg['preset']}",
+            "settings": {"dataset / model": f"{cfg['dataset']} / {cfg['arch']}",
+                         "forget set": f"class {cfg['forget_class']}" if cfg["scenario"] == "class" else
+                         f"{cfg['num_forget']} training examples at random", "seeds": ", ".join(map(str, cfg["seeds"])),
+                         "time": f"{run_minutes:.1f} min summed over the runs' wall times"}}
+    out = {"meta": meta, "config": cfg, "methods": summary, "failures": failures, "counts": counts,
+           "run_minutes": run_minutes}
     utils.write_json(out, os.path.join(cfg["save_dir"], "curves.json"))
+    text = render(out)
     utils.write_text(text, os.path.join(cfg["save_dir"], "curves.md"))
     if plots:
         plot(os.path.join(cfg["save_dir"], "curves.png"), summary, f"{cfg['preset']}, {cfg['scenario']}")
