@@ -1,11 +1,12 @@
 """Tests for benchmark.py --curves (suite/curves.py): the stability width and the per-point numbers against hand
 computations, and a tiny end-to-end run that a second invocation reuses."""
 import math
+import shutil
 
 import pytest
 
 import benchmark
-from suite import curves
+from suite import claims, curves
 
 
 def test_stability_width_is_the_contiguous_range_around_the_best():
@@ -67,6 +68,13 @@ def test_tiny_curves_end_to_end_and_reused(tmp_path, monkeypatch):
     again = benchmark.main.__wrapped__(argv)
     assert again["counts"] == {"ran": 0, "reused": 7, "failed": 0}
     assert again["methods"] == first["methods"]
+    results = tmp_path / "results" / "curves_digits"
+    results.mkdir(parents=True)
+    shutil.copy(tmp_path / "curves.json", results / "curves.json")
+    section = "\n".join(claims.curves_section(str(tmp_path / "results")))
+    best = min(rl["curve"]["mask"], key=lambda p: p["gap"]["mean"])
+    assert "| RL | 0.003 | " in section and f"{best['lr']:.3g}: {best['gap']['mean']:.2f}" in section
+    assert "Not run yet" not in section
 
 
 def test_curves_need_a_learning_rate(tmp_path, capsys):
