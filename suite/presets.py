@@ -6,8 +6,7 @@ A preset holds the data and model (`dataset`, `arch`, `data` flags for every run
 passed to main_forget.py; `retrain` also trains from scratch, so it mirrors `train`), the saliency
 `mask_ratio`, the number of `seeds`, and the validation-split `search` grids (they chose the values of
 the small presets; `python benchmark.py --search` derives its Optuna spaces from them: docs/search.md), and
-optionally the
-`slurm` resources of one run (suite/launch.py).
+optionally the `slurm` resources of one run (suite/launch.py).
 """
 
 METHOD_ORDER = ("raw", "retrain", "FT", "GA", "RL", "fisher_new", "fisher", "wfisher", "FT_prune", "NegGrad_plus",

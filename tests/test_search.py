@@ -8,7 +8,7 @@ import pytest
 
 import benchmark
 import main_forget
-from suite import search
+from suite import search, tables
 
 RAW, RETRAIN = {"UA": 0.0, "val": 98.0}, {"UA": 6.0, "val": 97.0}
 
@@ -170,6 +170,12 @@ def test_collapse_edge_rule_rejects_a_value_whose_neighbour_collapses(tmp_path, 
     values = benchmark.arm_values(benchmark.resolve(benchmark.parse(["--tuned", str(root), "--methods", "GA"])))
     assert values[("GA", True)].startswith("`--unlearn_epochs 5 --unlearn_lr 0.55` (search trial")
     assert values[("retrain", False)].endswith("(preset)")
+    record = {"method": "GA", "masked": True, "seed": 1, "sparsity": 0.0,
+              "summary": {"UA": 1.0, "RA": 99.0, "TA": 90.0, "MIA_efficacy": 2.0, "RTE_minutes": 0.1}}
+    rows = tables.aggregate([record])
+    rows[0]["values"] = values[("GA", True)]
+    assert tables.main_table(rows).splitlines()[0].endswith("| Values |") and values[("GA", True)] in \
+        tables.main_table(rows)
 
 
 @pytest.mark.parametrize("argv,message", [
