@@ -21,7 +21,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from suite import claims, curves, privacy, tables  # noqa: E402
+from suite import claims, curves, privacy, search, tables  # noqa: E402
 from suite.presets import PRESETS, flags, label  # noqa: E402
 
 DOCS = os.path.join(REPO, "docs")
@@ -121,22 +121,18 @@ def presets_page():
     for name, cfg in PRESETS.items():
         if not cfg.get("search"):
             continue
-        lines += ["", f"## Search grids of `{name}`", "",
-                  f"`python benchmark.py --preset {name} --search` runs every combination on seeds 0 and 99 "
-                  f"([search.md](search.md)).", ""]
-        lines += _table(["method", "grid", "points"],
+        lines += ["", f"## Search spaces of `{name}`", "",
+                  f"`python benchmark.py --preset {name} --search` tunes each method on each arm with Optuna on "
+                  f"seeds 0 and 99 ([search.md](search.md)); the grid is the source of the space: log-uniform from "
+                  f"its smallest value / {search.WIDEN:g} to its largest x {search.WIDEN:g}, uniform over it for "
+                  f"shares, its values for integers.", ""]
+        lines += _table(["method", "grid", "Optuna space"],
                         [[f"{label(m, False)} (`{m}`)",
                           "; ".join(f"`{k}` {', '.join(format(v, 'g') for v in values)}"
                                     for k, values in grid.items()),
-                          str(_points(grid))] for m, grid in cfg["search"].items()])
+                          "; ".join(f"`{k}` {search.describe(d)}" for k, d in search.space(grid).items())]
+                         for m, grid in cfg["search"].items()])
     return "\n".join(lines) + "\n"
-
-
-def _points(grid):
-    count = 1
-    for values in grid.values():
-        count *= len(values)
-    return count
 
 
 INDEX_SETTINGS = ("dataset / model", "forget set", "seeds", "seed (split and forget set)", "K", "time")

@@ -4,9 +4,9 @@ A preset holds the data and model (`dataset`, `arch`, `data` flags for every run
 (`scenario` "random": `num_forget` examples drawn per seed; "class": all training examples of
 `forget_class`), the training of the original model (`train`), one flag dict per method (`methods`,
 passed to main_forget.py; `retrain` also trains from scratch, so it mirrors `train`), the saliency
-`mask_ratio`, the number of `seeds`, and the validation-split `search` grids that chose the values
-of the small presets (see `python benchmark.py --search` and docs/presets.md), and optionally the
-`slurm` resources of one run (suite/launch.py).
+`mask_ratio`, the number of `seeds`, and the validation-split `search` grids (they chose the values of
+the small presets; `python benchmark.py --search` derives its Optuna spaces from them: docs/search.md), and
+optionally the `slurm` resources of one run (suite/launch.py).
 """
 
 METHOD_ORDER = ("raw", "retrain", "FT", "GA", "RL", "fisher_new", "fisher", "wfisher", "FT_prune", "NegGrad_plus",
