@@ -141,6 +141,11 @@ def write_json(obj, path):
     _atomic_write(path, lambda f: f.write(data))
 
 
+def write_text(text, path):
+    data = text.encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def read_json(path, what="JSON file"):
     try:
         with open(path) as f:

@@ -129,17 +129,24 @@ def forget_run(cfg, seed, root, method, masked, options=None, run_name=None, spa
                sparsity, after)
 
 
+def arm_options(cfg, method, masked):
+    """The values of a method on one arm that differ from the preset's: those a search chose for that arm when
+    the benchmark runs with --tuned (cfg["tuned"], see suite.search.tuned_values), else none."""
+    return (cfg.get("tuned") or {}).get(method, {}).get("masked" if masked else "plain", {}).get("values")
+
+
 def plan(cfg, root):
     """Every run in dependency order: the original models (dense, then sparse) first, then each seed's method
-    runs: dense without and with the mask (unless cfg["masked_arm"] is False), then each sparse arm unmasked."""
+    runs: dense without and with the mask (unless cfg["masked_arm"] is False), each at its arm's values
+    (arm_options), then each sparse arm unmasked."""
     sparsities = cfg.get("sparsity") or []
     runs = [original_run(cfg, s, root) for s in cfg["seeds"]]
     runs += [sparse_run(cfg, s, root, sp) for s in cfg["seeds"] for sp in sparsities]
     for s in cfg["seeds"]:
         for method in cfg["run_methods"]:
-            runs.append(forget_run(cfg, s, root, method, False))
+            runs.append(forget_run(cfg, s, root, method, False, arm_options(cfg, method, False)))
             if METHODS[method].maskable and cfg.get("masked_arm", True):
-                runs.append(forget_run(cfg, s, root, method, True))
+                runs.append(forget_run(cfg, s, root, method, True, arm_options(cfg, method, True)))
         for sp in sparsities:
             runs += [forget_run(cfg, s, root, method, False, sparsity=sp) for method in cfg["run_methods"]]
     return runs

@@ -193,7 +193,9 @@ def _md_table(header, lines):
 
 def main_table(rows):
     show_published = any(r["published"] for r in rows)
+    show_values = any(r.get("values") for r in rows)  # --tuned: the values each arm ran at
     header = ["Method"] + [name for _, name in COLUMNS] + ["Seeds"] + ([PUBLISHED_TITLE] if show_published else [])
+    header += ["Values"] if show_values else []
     lines = []
     for r in rows:
         if not r["seeds"]:
@@ -203,6 +205,8 @@ def main_table(rows):
             cells.append(_seeds_cell(r))
         if show_published:
             cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in r["published"]) if r["published"] else "")
+        if show_values:
+            cells.append(r.get("values") or "")
         lines.append(cells)
     return _md_table(header, lines)
 
