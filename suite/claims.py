@@ -47,7 +47,7 @@ CLAIMS = (
 )
 
 # Learning-rate curves (benchmark.py --curves): (folder, command).
-CURVES = (("curves_digits", "python benchmark.py --curves --seeds 3 --launcher local --jobs 2 "
+CURVES = (("curves_digits", "python benchmark.py --curves --seeds 3 --methods RL,FT --launcher local --jobs 2 "
                             "--save_dir runs/curves_digits"),)
 
 PRIVACY = "privacy_digits"  # the per-example privacy run whose U-LiRA accuracies the overview shows
