@@ -1,6 +1,8 @@
-"""Replace some methods' rows of a committed benchmark table with those of a re-run of only these methods.
+"""Replace some methods' rows of a committed benchmark table with those of a re-run of only these methods, or
+drop them (when they were re-run as a table of their own on another machine, whose gold standards differ).
 
     python scripts/update_rows.py docs/results/digits_random_30 runs/digits_random_30_euk --methods EU_k
+    python scripts/update_rows.py docs/results/fashionmnist_random_baselines --methods SSD --drop
 
 The re-run (benchmark.py --methods M,... with the table's preset, scenario and seeds) trains the same original
 models and gold standards again; they are compared with the table's: every seed's retrain summary must be equal
@@ -28,6 +30,27 @@ def _gold(data):
     return {r["seed"]: r["summary"] for r in data["runs"] if r["method"] == REFERENCE and not r.get("sparsity")}
 
 
+def _write(table_dir, table, runs, failures, plots):
+    published = any(row["published"] for row in table["rows"])
+    rows = tables.aggregate(runs, failures, published)
+    written = tables.write_outputs(table_dir, table["meta"], rows, tables.masking_table(rows), runs, failures, plots)
+    print("wrote " + ", ".join(written))
+    return rows
+
+
+def drop(table_dir, methods, plots=True):
+    table = _load(table_dir)
+    missing = [m for m in methods if not any(r["method"] == m for r in table["runs"])]
+    if missing or REFERENCE in methods:
+        raise UserError(f"the table has no run of {missing[0]} to drop" if missing else "the gold standard stays")
+    cfg = table["meta"]["config"]
+    cfg["run_methods"] = [m for m in cfg["run_methods"] if m not in methods]
+    table["meta"]["settings"]["methods"] = "; ".join(f"{m}: {' '.join(flags(cfg['methods'][m])) or '-'}"
+                                                     for m in cfg["run_methods"])
+    return _write(table_dir, table, [r for r in table["runs"] if r["method"] not in methods],
+                  [f for f in table["failed"] if f["method"] not in methods], plots)
+
+
 def update(table_dir, rerun_dir, methods, plots=True):
     table, rerun = _load(table_dir), _load(rerun_dir)
     old, new = _gold(table), _gold(rerun)
@@ -51,21 +74,22 @@ def update(table_dir, rerun_dir, methods, plots=True):
     settings = meta["settings"]
     settings["methods"] = "; ".join(f"{m}: {' '.join(flags(cfg['methods'][m])) or '-'}" for m in cfg["run_methods"])
     settings["time"] += f"; {', '.join(methods)} re-run (scripts/update_rows.py): {rerun['meta']['settings']['time']}"
-    published = any(row["published"] for row in table["rows"])
-    rows = tables.aggregate(runs, failures, published)
-    written = tables.write_outputs(table_dir, meta, rows, tables.masking_table(rows), runs, failures, plots)
-    print("wrote " + ", ".join(written))
-    return rows
+    return _write(table_dir, table, runs, failures, plots)
 
 
 @utils.cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", help="folder of the committed table (results.json)")
-    p.add_argument("rerun", help="save_dir of the re-run of some of its methods")
+    p.add_argument("rerun", nargs="?", help="save_dir of the re-run of some of its methods")
     p.add_argument("--methods", required=True, type=lambda t: [m for m in t.split(",") if m])
+    p.add_argument("--drop", action="store_true", help="remove the methods' rows instead (no re-run)")
     p.add_argument("--no-plots", dest="plots", action="store_false")
     args = p.parse_args(argv)
+    if args.drop == bool(args.rerun):
+        raise UserError("give either a re-run folder or --drop")
+    if args.drop:
+        return drop(args.table, args.methods, args.plots)
     return update(args.table, args.rerun, args.methods, args.plots)
 
 

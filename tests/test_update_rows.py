@@ -51,3 +51,17 @@ def test_a_different_gold_standard_writes_nothing(tmp_path, capsys):
     assert err.value.code == 2
     assert "the re-run's retrained model differs" in capsys.readouterr().err
     assert (tmp_path / "table" / "results.json").read_text() == before
+
+
+def test_drop_removes_the_rows_and_the_method_from_the_settings(tmp_path, capsys):
+    gold = [_rec("retrain", False, s, 5.0 + s) for s in (1, 2)]
+    ga = [_rec("GA", m, s, 1.0 + s + m) for s in (1, 2) for m in (False, True)]
+    _table(tmp_path, gold + ga + [_rec("FT", m, s, 0.0) for s in (1, 2) for m in (False, True)], 0.3)
+    rows = update_rows.main([str(tmp_path), "--methods", "FT", "--drop", "--no-plots"])
+    assert [r["label"] for r in rows] == ["Retrain", "GA", "GA + mask"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["meta"]["config"]["run_methods"] == ["retrain", "GA"]
+    assert "FT" not in data["meta"]["settings"]["methods"]
+    with pytest.raises(SystemExit):
+        update_rows.main([str(tmp_path), "--methods", "FT", "--drop"])
+    assert "no run of FT to drop" in capsys.readouterr().err
