@@ -262,7 +262,7 @@ def _best(curve):
 
 
 def curves_section(results_dir):
-    out = ["### SalUn's stability: does the mask make a method less sensitive to its learning rate?", ""]
+    out = ["### SalUn's stability: does the mask keep a method from overshooting as its learning rate grows?", ""]
     for folder, command in CURVES:
         path = os.path.join(results_dir, folder, "curves.json")
         out += [f"`{command}` ([every point]({folder}/curves.md))", ""]
@@ -272,11 +272,11 @@ def curves_section(results_dir):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         out += [f"{data['meta']['title']}; seeds {data['meta']['settings']['seeds']}; time: "
-                f"{data['meta']['settings']['time']}. Stability: decades of learning rate, around an arm's lowest "
-                "Avg. Gap, within 1 point of it (per seed; mean and 95% CI). Collapsed: points x seeds whose test "
-                f"accuracy fell more than {COLLAPSE:g} points below their retrain's.", ""]
-        header = ["Method", "preset lr", "best lr: gap, no mask", "best lr: gap, + mask", "stability, no mask",
-                  "stability, + mask", "stability: mask - no mask", "collapsed, no mask / + mask"]
+                f"{data['meta']['settings']['time']}. Headroom: decades of learning rate from an arm's lowest Avg. "
+                "Gap up to where the gap leaves 1 point of it (per seed; mean and 95% CI). Collapsed: points x seeds "
+                f"whose test accuracy fell more than {COLLAPSE:g} points below their retrain's.", ""]
+        header = ["Method", "preset lr", "best lr: gap, no mask", "best lr: gap, + mask", "headroom, no mask",
+                  "headroom, + mask", "headroom: mask - no mask", "collapsed, no mask / + mask"]
         lines = []
         for method, e in data["methods"].items():
             st, curve = e["stability_decades"], e["curve"]

@@ -6,10 +6,12 @@ Per seed: the original model and its retrain (the gold standard); each method at
 at the mask ratios of RATIOS. Each point gives Avg. Gap, UA and TA over the seeds with 95% Student t intervals,
 and, per learning rate, the paired difference mask - no mask.
 
-Stability: for each seed and arm, the width in decades of the contiguous learning-rate range around the arm's
-lowest Avg. Gap in which the gap stays within TOLERANCE points of it; reported per arm (mean over seeds) and as the
-paired difference mask - no mask with its interval. A point "collapsed" on a seed when its test accuracy is more
-than COLLAPSE points below that seed's retrain.
+Stability, SalUn's claim that the mask keeps RL from overshooting: for each seed and arm, the headroom, the
+width in decades from the arm's lowest Avg. Gap up to the largest learning rate above it before which the gap
+stays within TOLERANCE points of that lowest (a diverged run counts as beyond it); learning rates below the best
+do not count, since there a method does too little rather than too much. Reported per arm (mean over seeds) and
+as the paired difference mask - no mask with its interval. A point "collapsed" on a seed when its test accuracy
+is more than COLLAPSE points below that seed's retrain.
 
 Every point is an ordinary main_forget.py run (folder seed_<s>/curve_<method>_lr<lr>[_mask<ratio>]), so a second
 invocation reuses what is finished. Writes <save_dir>/curves.md, curves.json and curves.png.
@@ -66,15 +68,15 @@ def _cell(stat, digits=2):
     return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
-def stability_width(lrs, gaps):
-    """Decades of the contiguous range of `lrs` (ascending) around the lowest of `gaps` within TOLERANCE of it."""
-    best = min(range(len(gaps)), key=gaps.__getitem__)
-    lo = hi = best
-    while lo > 0 and gaps[lo - 1] <= gaps[best] + TOLERANCE:
-        lo -= 1
-    while hi < len(gaps) - 1 and gaps[hi + 1] <= gaps[best] + TOLERANCE:
+def headroom(lrs, gaps):
+    """Decades from the lowest of `gaps` (None: a diverged run) up to the last of the ascending `lrs` before the
+    gap leaves TOLERANCE of that lowest."""
+    finite = [g if g is not None else math.inf for g in gaps]
+    best = min(range(len(finite)), key=finite.__getitem__)
+    hi = best
+    while hi < len(finite) - 1 and finite[hi + 1] <= finite[best] + TOLERANCE:
         hi += 1
-    return math.log10(lrs[hi] / lrs[lo])
+    return math.log10(lrs[hi] / lrs[best])
 
 
 def summarize(records, points, cfg, methods):
@@ -105,10 +107,10 @@ def summarize(records, points, cfg, methods):
             diffs.append({"lr": lr, **t_interval([b[s][0] - a[s][0] for s in seeds if s in a and s in b])})
         widths = {arm: {} for arm in arms}
         for arm, ratio in arms.items():
-            for s in seeds:
+            for s in seeds:  # every point is planned for every seed: a missing one diverged
                 gaps = [values.get((method, lr, ratio), {}).get(s, (None,))[0] for lr in lrs]
-                if None not in gaps:
-                    widths[arm][s] = stability_width(lrs, gaps)
+                if any(g is not None for g in gaps):
+                    widths[arm][s] = headroom(lrs, gaps)
         common = [s for s in seeds if all(s in widths[a] for a in arms)]
         stability = {arm: t_interval(list(w.values())) for arm, w in widths.items()}
         stability["mask - no mask"] = t_interval([widths["mask"][s] - widths["no mask"][s] for s in common])
@@ -127,9 +129,9 @@ def render(data):
     lines = [f"# {data['meta']['title']}, {cfg['scenario']} forgetting", "",
              f"Seeds {', '.join(map(str, cfg['seeds']))}; learning rate = the preset's x 3^k, k = -4..4; mask ratio "
              f"{cfg['mask_ratio']:g} in the masked arm. Cells: mean [95% Student t interval] over seeds; 'collapsed': "
-             f"seeds whose test accuracy is more than {COLLAPSE:g} points below their retrain's. Stability: decades "
-             f"of learning rate around an arm's lowest Avg. Gap within {TOLERANCE:g} point of it (per seed). "
-             f"The runs took {minutes:.1f} min in all.", ""]
+             f"seeds whose test accuracy is more than {COLLAPSE:g} points below their retrain's. Headroom: decades "
+             f"of learning rate from an arm's lowest Avg. Gap up to where the gap leaves {TOLERANCE:g} point of it "
+             f"(per seed; a diverged run leaves it). The runs took {minutes:.1f} min in all.", ""]
     for method, e in summary.items():
         name = display(method)
         lines += [f"## {name} (preset learning rate {e['preset_lr']:g})", "",
@@ -140,8 +142,7 @@ def render(data):
                          f"{_cell(a['UA'], 1)} / {_cell(b['UA'], 1)} | {_cell(a['TA'], 1)} / {_cell(b['TA'], 1)} | "
                          f"{a['collapsed']} / {b['collapsed']} |")
         st = e["stability_decades"]
-        lines += ["", f"Stability (decades within {TOLERANCE:g} point of the best gap): no mask "
-                      f"{_cell(st['no mask'])}, mask {_cell(st['mask'])}; "
+        lines += ["", f"Headroom (decades): no mask {_cell(st['no mask'])}, mask {_cell(st['mask'])}; "
                       f"mask - no mask {_cell(st['mask - no mask'])}.", ""]
         if "mask_ratio" in e:
             lines += ["| mask ratio | Avg. Gap | UA | TA | collapsed |", "|---|---|---|---|---|"]

@@ -9,12 +9,12 @@ import benchmark
 from suite import claims, curves
 
 
-def test_stability_width_is_the_contiguous_range_around_the_best():
+def test_headroom_counts_only_learning_rates_above_the_best():
     lrs = [1.0, 3.0, 9.0, 27.0, 81.0]
-    assert curves.stability_width(lrs, [5.0, 2.5, 2.0, 2.9, 10.0]) == pytest.approx(math.log10(27 / 3))
-    assert curves.stability_width(lrs, [2.1, 5.0, 2.0, 9.0, 2.2]) == 0.0  # within 1 point but not contiguous
-    assert curves.stability_width(lrs, [1.0, 1.4, 1.3, 1.2, 0.5]) == pytest.approx(math.log10(81 / 1))
-    assert curves.stability_width(lrs, [1.0, 1.5, 1.9, 1.2, 0.5]) == pytest.approx(math.log10(81 / 27))
+    assert curves.headroom(lrs, [5.0, 2.5, 2.0, 2.9, 10.0]) == pytest.approx(math.log10(27 / 9))
+    assert curves.headroom(lrs, [2.1, 2.5, 2.0, 9.0, 2.2]) == 0.0  # within 1 point again at 81, but not contiguous
+    assert curves.headroom(lrs, [1.4, 1.3, 0.5, 1.2, 1.4]) == pytest.approx(math.log10(81 / 9))
+    assert curves.headroom(lrs, [3.0, 2.0, 2.5, None, 2.1]) == pytest.approx(math.log10(9 / 3))  # None diverged
 
 
 def _record(folder, method, masked, seed, ua, mia, ra, ta):
@@ -47,8 +47,9 @@ def test_summarize_against_hand_computation(monkeypatch):
     assert out["difference"][0]["mean"] == pytest.approx(1.0 - 3.25)
     # test accuracy more than 5 points below the seed's retrain (85, 87): both unmasked seeds, no masked one
     assert out["curve"]["no mask"][1]["collapsed"] == 2 and out["curve"]["mask"][1]["collapsed"] == 0
-    # widths: unmasked seed gaps (3.25, far) -> 0 decades; masked seed 1 (0.75, (4+10+5+4)/4=5.75) -> 0
-    assert out["stability_decades"]["no mask"]["mean"] == 0.0
+    # headroom: unmasked seed 1 gaps (3.25 at 0.1, far above at 1.0) -> 0 decades; masked seed 1: 0.75 at 0.1,
+    # (5 + 10 + 5 + 4) / 4 = 6 at 1.0 -> 0
+    assert out["stability_decades"]["no mask"]["mean"] == 0.0 and out["stability_decades"]["mask"]["mean"] == 0.0
     assert "mask_ratio" not in out  # GA is not in the mask-ratio sweep
 
 
