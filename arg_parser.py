@@ -3,8 +3,9 @@
 Each script asks for the groups of flags it uses; a flag from another group is an unknown-flag error.
 """
 import argparse
-import math
 import sys
+
+from argtypes import fraction, milestones, nonneg_float, nonneg_int, pos_float, pos_int, ratio
 
 GROUPS = ("data", "train", "prune", "unlearn", "attack")
 
@@ -27,51 +28,6 @@ class Parser(argparse.ArgumentParser):
             out.momentum = momentum if out.momentum is None else out.momentum
             out.weight_decay = weight_decay if out.weight_decay is None else out.weight_decay
         return out
-
-
-def _number(kind, low=None, high=None, low_open=False, high_open=False):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a valid {kind.__name__}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high:
-            lo = "-inf" if low is None else f"{'(' if low_open else '['}{low}"
-            hi = "inf)" if high is None else f"{high}{')' if high_open else ']'}"
-            raise argparse.ArgumentTypeError(f"{text} is outside {lo}, {hi}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-nonneg_int = _number(int, 0)
-pos_int = _number(int, 1)
-nonneg_float = _number(float, 0.0)
-pos_float = _number(float, 0.0, low_open=True)
-fraction = _number(float, 0.0, 1.0, low_open=True, high_open=True)  # (0, 1)
-ratio = _number(float, 0.0, 1.0, low_open=True)  # (0, 1]
-
-
-def milestones(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of epochs") from None
-    if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"'{text}' holds a negative epoch")
-    return values
-
-
-def ratios(text):
-    try:
-        return [ratio(v) for v in text.split(",") if v.strip()]
-    except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(f"mask ratio {err}") from None
 
 
 def _data(p):
@@ -134,18 +90,25 @@ def _train(p):
                                          "instead of --lr and --epochs")
     g.add_argument("--lr", type=pos_float, default=0.1,
                    help="learning rate (also of GA_prune and GA_prune_bi, which read it as the reference does)")
-    g.add_argument("--momentum", type=nonneg_float, default=None,
-                   help="SGD momentum (default: 0.9; unlearning: the method's authors' value, 0 for NegGrad_plus, "
-                        "CF_k and EU_k)")
-    g.add_argument("--weight_decay", type=nonneg_float, default=None,
-                   help="weight decay (default: 5e-4; unlearning: the method's authors' value, 0 for NegGrad_plus, "
-                        "CF_k and EU_k)")
+    g.add_argument("--momentum", type=nonneg_float, default=None, help="SGD momentum " + _sgd_default(0))
+    g.add_argument("--weight_decay", type=nonneg_float, default=None, help="weight decay " + _sgd_default(1))
     g.add_argument("--epochs", type=pos_int, default=182,
                    help="training epochs (also of GA_prune and GA_prune_bi, which read it as the reference does)")
     g.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up epochs")
     g.add_argument("--decreasing_lr", type=milestones, default="91,136", help="epochs where lr drops 10x")
     g.add_argument("--amp", action="store_true", help="bfloat16 autocast for training steps (GPU)")
     g.add_argument("--deterministic", action="store_true", help="ask torch for deterministic algorithms")
+
+
+def _sgd_default(i):
+    """'(default: 0.9; unlearning: ...)' for momentum (i = 0) or weight decay (1), from the methods' registry."""
+    from unlearn import METHODS, REFERENCE_SGD
+    own = {}
+    for name, method in METHODS.items():
+        if method.sgd[i] != REFERENCE_SGD[i]:
+            own.setdefault(method.sgd[i], []).append(name)
+    return (f"(default: {REFERENCE_SGD[i]:g}; unlearning: the method's authors' value, "
+            + "; ".join(f"{value:g} for {', '.join(names)}" for value, names in own.items()) + ")")
 
 
 def _prune(p):
@@ -169,7 +132,7 @@ def _prune_amount(g, times_help, rate_help):
 
 
 def _unlearn(p):
-    from unlearn import ALIASES, METHODS, canonical
+    from unlearn import ALIASES, METHODS, canonical, method_flags
     g = p.add_argument_group("unlearning")
     g.add_argument("--unlearn", default="retrain", type=canonical, choices=sorted(METHODS) + sorted(ALIASES),
                    help="the method (README: Methods); the reference's other names run ours and are recorded as "
@@ -182,47 +145,10 @@ def _unlearn(p):
                    help="evaluate only what the benchmark's tables show (accuracies and MIA-Efficacy's confidence "
                         "attack); by default the reference's full evaluation")
     g.add_argument("--run_name", default=None, help="run folder name (default: method and mask)")
-    m = p.add_argument_group("method options", "flags read by one method or a few (named first)")
-    m.add_argument("--no-l1-epochs", dest="no_l1_epochs", type=nonneg_int, default=0,
-                   help="FT_prune: final epochs without the l1 penalty")
-    m.add_argument("--grad_chunk", type=nonneg_int, default=0,
-                   help="FF, IU: examples per batched per-example-gradient pass; 0: sized to 1 GiB of records")
-    m.add_argument("--fisher_samples", type=nonneg_int, default=0,
-                   help="FF: retain examples estimating the Fisher (0: all of them)")
-    m.add_argument("--iu_samples", type=pos_int, default=500,
-                   help="IU: retain examples forming the Hessian (time grows with their square; see "
-                        "docs/performance.md)")
-    m.add_argument("--iu_memory", type=pos_float, default=4.0,
-                   help="IU: GiB allowed for the layer records of the Hessian examples")
-    m.add_argument("--iu_damping", type=pos_float, default=1.0, help="IU: damping added to the Fisher")
-    m.add_argument("--rl_order", default="mixed", choices=["mixed", "reference"],
-                   help="RL, SalUn_soft: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
-                        "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
-                        "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
-    m.add_argument("--forget_batch_size", type=pos_int, default=None,
-                   help="NegGrad_plus, SCRUB: examples per forget-set batch (default: --batch_size)")
-    m.add_argument("--neggrad_beta", type=_number(float, 0.0, 1.0), default=0.9999,
-                   help="NegGrad_plus: loss = beta * CE(retain) - (1 - beta) * CE(forget)")
-    m.add_argument("--scrub_max_epochs", type=nonneg_int, default=2,
-                   help="SCRUB: the first epochs that begin with max-steps on the forget set")
-    m.add_argument("--scrub_alpha", type=nonneg_float, default=0.001,
-                   help="SCRUB: weight of KL(teacher || student) in the retain (min) steps")
-    m.add_argument("--scrub_gamma", type=nonneg_float, default=0.99,
-                   help="SCRUB: weight of the cross-entropy in the retain (min) steps")
-    m.add_argument("--scrub_kd_T", type=pos_float, default=4.0, help="SCRUB: distillation temperature")
-    m.add_argument("--last_k", type=pos_int, default=1,
-                   help="CF_k, EU_k: how many of the last Conv2d/Linear layers (with the BatchNorms after the "
-                        "first of them) are trained")
-    m.add_argument("--ssd_alpha", type=pos_float, default=10.0,
-                   help="SSD: dampen weights whose forget-set importance exceeds alpha x the training set's")
-    m.add_argument("--ssd_lambda", type=nonneg_float, default=1.0,
-                   help="SSD: a chosen weight is multiplied by min(lambda x I_train / I_forget, 1)")
-    m.add_argument("--bs_bound", type=pos_float, default=0.1,
-                   help="BS: size of the one FGSM step on [0, 1] images (L-inf) whose class relabels each forget "
-                        "example (the class of largest logit other than the true one)")
-    m.add_argument("--salun_soft_ratio", type=ratio, default=0.5,
-                   help="SalUn_soft: the share of weight changes its first soft-thresholding step resets to 0 "
-                        "(falling linearly to none by the last step)")
+    m = p.add_argument_group("method options", "flags read by one method or a few (named first), declared with "
+                                               "the methods (unlearn/)")
+    for name, options in method_flags().items():
+        m.add_argument(name, **options)
 
 
 def _attack(p):

@@ -23,11 +23,20 @@ with eval_result.json), logs/, results.md, results.csv, results.json (with every
 avg_gap.png, mask_difference.png, ua_vs_ta.png.
 A second invocation reuses every finished run and does only what is missing.
 
+--search tunes the values of each method on each arm (without, with the saliency mask) separately: one Optuna
+study (TPE) per preset, scenario, method and arm, --trials complete trials each, in <save_dir>/search/optuna.db;
+a killed search resumes where it stopped, and the same command started several times (here, in other terminals,
+or as Slurm jobs on a shared disk) shares the studies. It writes search/search.md and search/search.json
+(docs/search.md). --tuned <that folder> then runs the benchmark with each arm at its own chosen values; without
+it both arms run at the preset's shared values.
+
   python benchmark.py                                   # digits, the full table
   python benchmark.py --preset cifar10 --device cuda --seeds 1,2,3
   python benchmark.py --print-commands > runs.sh        # one command per run, in dependency order
   python benchmark.py --collect DIR [DIR ...]           # the tables from eval_result.json files
-  python benchmark.py --search                          # the validation search behind the preset's values
+  python benchmark.py --search --trials 20             # Optuna: tune each method per arm on seeds 0 and 99
+  python benchmark.py --tuned DIR --save_dir OUT        # the table with each arm at the values DIR's search chose
+  python benchmark.py --curves --seeds 3                # learning-rate and mask-ratio curves, both arms
   python benchmark.py --privacy 16                      # per-example privacy (challenge score, U-LiRA): privacy.md
   python benchmark.py --launcher local --jobs 4         # 4 runs at once on this machine
   python benchmark.py --launcher slurm --slurm_partition gpu   # every run a Slurm job; then --collect
@@ -40,11 +49,16 @@ import sys
 import time
 
 import utils
-from arg_parser import Parser, fraction, pos_int, ratio
+from arg_parser import Parser
+from argtypes import fraction, pos_int, ratio
 from suite import launch, tables
+from suite.curves import DEFAULT_METHODS as CURVE_METHODS
+from suite.curves import run_curves
 from suite.presets import METHOD_ORDER, PRESETS, REFERENCE, flags, label, order_key
 from suite.runs import execute, plan, preflight, read_result, train_size
-from suite.search import SEARCH_MARKER, search
+from suite.runs import arm_options
+from suite.search import SEARCH_MARKER, TRIALS, search, tuned_values
+from unlearn import METHODS
 from utils import UserError
 
 
@@ -96,10 +110,20 @@ def parse(argv=None):
     mode.add_argument("--print-commands", dest="print_commands", action="store_true",
                       help="print one shell command per run (dependency order) and exit")
     mode.add_argument("--collect", nargs="+", metavar="DIR", help="build the tables from eval_result.json files")
-    mode.add_argument("--search", action="store_true", help="validation search over the preset's grids")
+    mode.add_argument("--search", action="store_true",
+                      help="tune each method per arm with Optuna on the search seeds' validation splits "
+                           "(resumable, shareable by several workers; docs/search.md)")
+    mode.add_argument("--curves", action="store_true",
+                      help="learning-rate curves without and with the mask, and the mask-ratio sweep "
+                           f"(suite/curves.py; default methods {','.join(CURVE_METHODS)})")
     mode.add_argument("--privacy", type=int, metavar="K", default=None,
                       help="per-example privacy instead of the table: the unlearning challenge's score and U-LiRA "
                            "from K unlearned and K retrained models per method (suite/privacy.py)")
+    p.add_argument("--trials", type=pos_int, default=None,
+                   help=f"--search: complete trials per study, i.e. per method and arm (default {TRIALS})")
+    p.add_argument("--tuned", metavar="DIR", default=None,
+                   help="run each arm at the values the search in DIR chose for it (DIR: a --search's save_dir or "
+                        "its search/ folder); methods or arms without a chosen value keep the preset's")
     launch.add_flags(p)
     return p.parse_args(argv)
 
@@ -132,7 +156,26 @@ def resolve(args):
                             "whole class")
         cfg["forget_ratio"] = args.forget_ratio
         cfg["num_forget"] = max(1, round(args.forget_ratio * train_size(cfg)))
+    if args.tuned:
+        cfg["tuned"] = tuned_values(args.tuned, cfg)
     return cfg
+
+
+def arm_values(cfg):
+    """{(method, masked): its flags and where they come from} when the arms run at values of their own (--tuned),
+    else {}."""
+    if not cfg.get("tuned"):
+        return {}
+    out = {}
+    for method in cfg["run_methods"]:
+        for masked in (False, True):
+            if masked and (not METHODS[method].maskable or not cfg["masked_arm"]):
+                continue
+            own = arm_options(cfg, method, masked)
+            entry = cfg["tuned"].get(method, {}).get("masked" if masked else "plain")
+            text = " ".join(flags({**cfg["methods"][method], **(own or {})})) or "-"
+            out[(method, masked)] = f"`{text}` ({entry['source'] if entry else 'preset'})"
+    return out
 
 
 # ---------------------------------------------------------------- modes
@@ -149,6 +192,9 @@ def settings(cfg, device_note=None):
                                     for s in cfg["sparsity"]) or None,
            "original model": " ".join(flags(cfg["train"])),
            "methods": "; ".join(f"{m}: {' '.join(flags(cfg['methods'][m])) or '-'}" for m in cfg["run_methods"])}
+    if cfg.get("tuned"):
+        out["methods"] = ("each arm at its own values, chosen by the search in --tuned (the table's Values column); "
+                          "the preset's where the search chose none")
     if device_note:
         out["device"] = device_note
     return out
@@ -167,8 +213,11 @@ def original_accuracy(cfg):
     return f"train {cells[0]}, test {cells[1]} (over {len(accs)} seeds)"
 
 
-def report(save_dir, meta, records, failures, published, plots=True):
+def report(save_dir, meta, records, failures, published, plots=True, values=None):
     rows = tables.aggregate(records, failures, published)
+    for row in rows:
+        if values and (row["method"], row["masked"]) in values and not row["sparsity"]:
+            row["values"] = values[(row["method"], row["masked"])]
     masking = tables.masking_table(rows)
     written = tables.write_outputs(save_dir, meta, rows, masking, records, failures, plots)
     print("\n" + tables.main_table(rows))
@@ -197,7 +246,7 @@ def run_benchmark(cfg, plots=True, runner=execute):
                          "time": f"{run_minutes:.1f} min summed over the runs' wall times; this invocation "
                                  f"{minutes:.1f} min ({done})"}}
     rows, masking = report(cfg["save_dir"], meta, records, failures, cfg["published"] and cfg["scenario"] == "random",
-                           plots)
+                           plots, arm_values(cfg))
     print(f"benchmark: {minutes:.1f} min ({done}); the runs took {run_minutes:.1f} min in all")
     return {"rows": rows, "masking": masking, "records": records, "failures": failures, "counts": counts,
             "run_minutes": run_minutes,
@@ -278,10 +327,19 @@ def _main(argv):
     launch.check_flags(args)
     if args.collect:
         return collect(args.collect, args.save_dir, args.plots)
+    if args.trials is not None and not args.search:
+        raise UserError("--trials goes with --search")
+    if args.tuned and (args.search or args.privacy is not None):
+        raise UserError("--tuned runs the benchmark's table at a search's values; not with --search or --privacy")
+    if args.tuned and args.sparsity:
+        raise UserError("--tuned sets the values of the dense arms (without and with the mask); the search tunes no "
+                        "sparse arm, so give --sparsity without --tuned")
     cfg = resolve(args)
-    if cfg["sparsity"] and (args.launcher == "slurm" or args.search or args.privacy is not None):
-        raise UserError("--sparsity runs with the in-process and the local launcher, and not with --search or "
-                        "--privacy")
+    if cfg["sparsity"] and (args.launcher == "slurm" or args.search or args.curves or args.privacy is not None):
+        raise UserError("--sparsity runs with the in-process and the local launcher, and not with --search, "
+                        "--curves or --privacy")
+    if args.curves and args.launcher == "slurm":
+        raise UserError("--curves runs in this process or with --launcher local")
     if args.print_commands:
         return print_commands(cfg)
     if args.privacy is not None:
@@ -295,7 +353,9 @@ def _main(argv):
     if args.launcher == "local":
         runner = functools.partial(launch.run_local, jobs=args.jobs, device=cfg["device"])
     if args.search:
-        return search(cfg, args.plots, runner)
+        return search(cfg, args.trials or TRIALS, runner)
+    if args.curves:
+        return run_curves(cfg, args.methods or CURVE_METHODS, args.plots, runner)
     return run_benchmark(cfg, args.plots, runner)
 
 

@@ -78,7 +78,7 @@ def setup(device):
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
-            from utils import UserError
+            from errors import UserError
             raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices are visible; "
                             f"start at most that many processes per node")
         device = torch.device("cuda", local)

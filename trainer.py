@@ -257,7 +257,7 @@ def load_model(path, args, raw, device):
     model = build(meta)
     load_weights(model, sd, f"model '{path}'")
     if state.get("prune_mask") is not None:
-        from unlearn.mask import check_mask
+        from masks import check_mask
         model.prune_mask = {k: v.to(device) for k, v in check_mask(state["prune_mask"], model, path).items()}
     return to_device(model, device), meta
 

@@ -13,10 +13,7 @@ import numpy as np
 import torch
 
 import distributed
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad flag, bad file); reported as one line, exit status 2."""
+from errors import UserError
 
 
 def cli(main):
@@ -142,6 +139,11 @@ def save_torch(obj, path):
 
 def write_json(obj, path):
     data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(text, path):
+    data = text.encode()
     _atomic_write(path, lambda f: f.write(data))
 
 

@@ -3,6 +3,7 @@
 - docs/results/<name>/results.md from the runs recorded in docs/results/<name>/results.json (by suite/tables.py,
   as benchmark.py makes it);
 - docs/results/<name>/privacy.md from docs/results/<name>/privacy.json (suite/privacy.py's table and notes);
+- docs/results/<name>/curves.md from docs/results/<name>/curves.json (suite/curves.py);
 - docs/presets.md from the preset registry (suite/presets.py);
 - docs/results/index.md: every results folder with its settings;
 - docs/results/README.md, the papers' claims one by one, and its figures overview.png and forget_fraction.png
@@ -20,7 +21,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from suite import claims, privacy, tables  # noqa: E402
+from suite import claims, curves, privacy, search, tables  # noqa: E402
 from suite.presets import PRESETS, flags, label  # noqa: E402
 
 DOCS = os.path.join(REPO, "docs")
@@ -49,6 +50,11 @@ def privacy_page(path):
                                                              privacy.notes(meta["settings"]["K"],
                                                                            meta["null_forgetting_score"],
                                                                            meta["largest_abs_statistic"]), ""])
+
+
+def curves_page(path):
+    """curves.md exactly as `benchmark.py --curves` wrote it next to this curves.json."""
+    return curves.render(_read(path))
 
 
 def _table(header, lines):
@@ -84,7 +90,8 @@ method (the same flags with and without the saliency mask). Command-line overrid
 `--mask_ratio`, `--scenario random|class`, `--epochs` (original model and retrain), `--unlearn_epochs`
 (every other training method), `--device`, `--data`, `--save_dir`.
 
-Every unlearning run uses SGD with momentum 0.9 and weight decay 5e-4, the preset's batch size, and the
+Every unlearning run uses SGD with momentum 0.9 and weight decay 5e-4, except NegGrad+, CF-k and EU-k, which
+train with plain SGD (no momentum, no weight decay) as their authors do; the preset's batch size, and the
 training milestones (`--decreasing_lr`) that fall inside its own epochs. The saliency mask (SalUn) keeps the
 `mask_ratio` fraction of weights with the largest forget-set gradient magnitude; `retrain` (the reference)
 and the original model (`raw`) are never masked. How the `digits` and `fashionmnist` values were chosen,
@@ -114,22 +121,18 @@ def presets_page():
     for name, cfg in PRESETS.items():
         if not cfg.get("search"):
             continue
-        lines += ["", f"## Search grids of `{name}`", "",
-                  f"`python benchmark.py --preset {name} --search` runs every combination on seeds 0 and 99 "
-                  f"([search.md](search.md)).", ""]
-        lines += _table(["method", "grid", "points"],
+        lines += ["", f"## Search spaces of `{name}`", "",
+                  f"`python benchmark.py --preset {name} --search` tunes each method on each arm with Optuna on "
+                  f"seeds 0 and 99 ([search.md](search.md)); the grid is the source of the space: log-uniform from "
+                  f"its smallest value / {search.WIDEN:g} to its largest x {search.WIDEN:g}, uniform over it for "
+                  f"shares, its values for integers.", ""]
+        lines += _table(["method", "grid", "Optuna space"],
                         [[f"{label(m, False)} (`{m}`)",
                           "; ".join(f"`{k}` {', '.join(format(v, 'g') for v in values)}"
                                     for k, values in grid.items()),
-                          str(_points(grid))] for m, grid in cfg["search"].items()])
+                          "; ".join(f"`{k}` {search.describe(d)}" for k, d in search.space(grid).items())]
+                         for m, grid in cfg["search"].items()])
     return "\n".join(lines) + "\n"
-
-
-def _points(grid):
-    count = 1
-    for values in grid.values():
-        count *= len(values)
-    return count
 
 
 INDEX_SETTINGS = ("dataset / model", "forget set", "seeds", "seed (split and forget set)", "K", "time")
@@ -144,7 +147,7 @@ def index_page():
              "Every folder holds what one command wrote (the commands and their times: the README's \"Reproducing "
              "the results\"). Its tables are made from its JSON file by `python scripts/make_docs.py`.", ""]
     for folder in sorted(d for d in os.listdir(RESULTS) if os.path.isdir(os.path.join(RESULTS, d))):
-        for kind in ("results", "privacy"):
+        for kind in ("results", "privacy", "curves"):
             path = os.path.join(RESULTS, folder, kind + ".json")
             if os.path.exists(path):
                 meta = _read(path)["meta"]
@@ -165,6 +168,8 @@ def pages():
         out[os.path.join(os.path.dirname(path), "results.md")] = benchmark_page(path)
     for path in sorted(glob.glob(os.path.join(RESULTS, "*", "privacy.json"))):
         out[os.path.join(os.path.dirname(path), "privacy.md")] = privacy_page(path)
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*", "curves.json"))):
+        out[os.path.join(os.path.dirname(path), "curves.md")] = curves_page(path)
     out[os.path.join(DOCS, "presets.md")] = presets_page()
     out[os.path.join(RESULTS, "index.md")] = index_page()
     out[os.path.join(RESULTS, "README.md")] = claims.page(RESULTS) + "\n"

@@ -296,12 +296,12 @@ def section_svc():
 
 
 def section_all_methods(args, device):
-    import main_forget
+    from commands import forget
     raw = dataset.load_dataset("digits")
     splits = dataset.make_splits(raw, seed=2, num_indexes_to_replace=135).to(device)
     meta = trainer.model_meta(types.SimpleNamespace(arch=args.arch, dataset="digits", imagenet_arch=False), raw)
-    margs = main_forget.parse(["--dataset", "digits", "--arch", args.arch, "--unlearn_epochs", "1", "--batch_size",
-                               "256", "--decreasing_lr", "100"])
+    margs = forget.parse(["--dataset", "digits", "--arch", args.arch, "--unlearn_epochs", "1", "--batch_size",
+                          "256", "--decreasing_lr", "100"])
     margs.unlearn_lr = margs.lr = 1e-3
     margs.epochs = 1  # GA_prune and GA_prune_bi read --lr and --epochs
 

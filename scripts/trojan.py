@@ -15,8 +15,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import main_backdoor  # noqa: E402
 import utils  # noqa: E402
+from commands import backdoor  # noqa: E402
 from suite.tables import fmt, mean_std, t_interval  # noqa: E402
 
 DATA = ["--dataset", "fashionmnist", "--arch", "resnet20s", "--train_subset", "5000", "--input_size", "14",
@@ -33,7 +33,7 @@ def run(seed, rate, root):
     path = os.path.join(folder, "eval_result.json")
     if not os.path.exists(path):
         prune = ["--prune", "omp", "--rate", str(rate)] if rate else []
-        main_backdoor.main(DATA + TRAIN + ATTACK + prune + ["--seed", str(seed), "--train_seed", str(seed),
+        backdoor.main(DATA + TRAIN + ATTACK + prune + ["--seed", str(seed), "--train_seed", str(seed),
                                                             "--save_dir", folder])
     return utils.read_json(path)
 

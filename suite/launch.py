@@ -81,7 +81,8 @@ def check_flags(args):
     if args.launcher != "inprocess" and (args.collect or args.print_commands):
         raise UserError("--collect and --print-commands run nothing; give them without --launcher")
     if args.launcher == "slurm" and args.search:
-        raise UserError("--search chooses its values when its runs are done: use --launcher local or inprocess")
+        raise UserError("--search asks for its trials as it goes: use --launcher local or inprocess; on Slurm, "
+                        "submit the --search command itself as several jobs (they share the studies)")
 
 
 def _submitit():

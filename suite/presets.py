@@ -4,19 +4,18 @@ A preset holds the data and model (`dataset`, `arch`, `data` flags for every run
 (`scenario` "random": `num_forget` examples drawn per seed; "class": all training examples of
 `forget_class`), the training of the original model (`train`), one flag dict per method (`methods`,
 passed to main_forget.py; `retrain` also trains from scratch, so it mirrors `train`), the saliency
-`mask_ratio`, the number of `seeds`, and the validation-split `search` grids that chose the values
-of the small presets (see `python benchmark.py --search` and docs/presets.md), and optionally the
-`slurm` resources of one run (suite/launch.py).
+`mask_ratio`, the number of `seeds`, and the validation-split `search` grids (they chose the values of
+the small presets; `python benchmark.py --search` derives its Optuna spaces from them: docs/search.md), and
+optionally the `slurm` resources of one run (suite/launch.py).
 """
 
+from unlearn import METHODS
+
+# Row order of the tables; a method not listed here follows these, by name. A method's other facts (its name in
+# the tables, whether it is one-shot, whether it runs under a mask, its flags) are in its registry entry (unlearn/).
 METHOD_ORDER = ("raw", "retrain", "FT", "GA", "RL", "fisher_new", "fisher", "wfisher", "FT_prune", "NegGrad_plus",
                 "SCRUB", "CF_k", "EU_k", "SSD", "BE", "BS", "SalUn_soft")
-UNMASKED_ONLY = ("raw", "retrain")  # the original model and the gold standard are never masked
 REFERENCE = "retrain"
-NAMES = {"raw": "Original", "retrain": "Retrain", "FT": "FT", "GA": "GA", "RL": "RL", "fisher_new": "FF",
-         "fisher": "FF (empirical Fisher)", "wfisher": "IU", "FT_prune": "l1-sparse", "NegGrad_plus": "NegGrad+",
-         "SCRUB": "SCRUB", "CF_k": "CF-k", "EU_k": "EU-k", "SSD": "SSD", "BE": "BE", "BS": "BS",
-         "SalUn_soft": "SalUn-soft"}
 SEARCH_SEEDS = (0, 99)  # the search's own splits and forget sets, none of the benchmark's seeds (1, 2, 3)
 
 # SalUn (ICLR 2024) Table 1: ResNet-18 on CIFAR-10, random forgetting of 10% of the training set.
@@ -35,8 +34,6 @@ PUBLISHED = {
     ("BS", False): (1.78, 8.96, 98.29, 92.69, 2.67, None),
     ("SalUn_soft", False): (4.19, 19.49, 99.74, 93.44, 2.19, None),
 }
-
-_REFERENCE_SGD = {"momentum": 0.9, "weight_decay": 5e-4}
 
 # Flags whose command-line spelling is not "--" + key.
 FLAG_SPELLING = {"no_l1_epochs": "--no-l1-epochs", "no_aug": "--no-aug"}
@@ -102,13 +99,12 @@ PRESETS = {
             "fisher_new": {"alpha": 1e-6},
             "wfisher": {"alpha": 10, "iu_samples": 300},
             "FT_prune": {"unlearn_epochs": 10, "unlearn_lr": 0.1, "alpha": 2e-3},
-            # NegGrad+, CF-k, EU-k: searched and measured with the reference's SGD (momentum 0.9, weight decay
-            # 5e-4); the committed tables use it. With their authors' plain SGD the search chose lr 0.3 / beta 0.9,
-            # lr 1 / 3 layers and lr 0.3 / 13 layers (docs/results/search_digits_plain_sgd.md), not yet measured.
-            "NegGrad_plus": {"unlearn_epochs": 5, "unlearn_lr": 0.1, "neggrad_beta": 0.95, **_REFERENCE_SGD},
+            # NegGrad+, CF-k, EU-k: their authors' plain SGD (no momentum, no weight decay), values searched with it
+            # (docs/results/search_digits_plain_sgd.md; CF-k acts at no value that keeps validation accuracy).
+            "NegGrad_plus": {"unlearn_epochs": 5, "unlearn_lr": 0.3, "neggrad_beta": 0.9},
             "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 0.03},
-            "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 1.0, "last_k": 7, **_REFERENCE_SGD},
-            "EU_k": {"unlearn_epochs": 12, "unlearn_lr": 0.03, "last_k": 13, **_REFERENCE_SGD},
+            "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 1.0, "last_k": 3},
+            "EU_k": {"unlearn_epochs": 12, "unlearn_lr": 0.3, "last_k": 13},
             "SSD": {"ssd_alpha": 5, "ssd_lambda": 1},
             "BE": {"unlearn_epochs": 5, "unlearn_lr": 0.004},
             "BS": {"unlearn_epochs": 5, "unlearn_lr": 0.002},
@@ -121,10 +117,10 @@ PRESETS = {
             "fisher_new": {"alpha": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4]},
             "wfisher": {"alpha": [3, 10, 15, 20, 30]},
             "FT_prune": {"alpha": [1e-3, 2e-3, 3.5e-3, 5e-3], "unlearn_lr": [0.05, 0.1], "unlearn_epochs": [5, 10]},
-            "NegGrad_plus": {"unlearn_lr": [0.1, 0.3], "neggrad_beta": [0.9, 0.95, 0.99, 0.999]},
+            "NegGrad_plus": {"unlearn_lr": [0.3, 1, 3], "neggrad_beta": [0.9, 0.95, 0.99, 0.999]},
             "SCRUB": {"unlearn_lr": [0.003, 0.01, 0.03, 0.1]},
-            "CF_k": {"unlearn_lr": [0.1, 0.3, 1.0], "last_k": [3, 7]},
-            "EU_k": {"unlearn_lr": [0.03, 0.1], "last_k": [1, 3, 7, 13]},
+            "CF_k": {"unlearn_lr": [1, 3, 10], "last_k": [3, 7]},
+            "EU_k": {"unlearn_lr": [0.1, 0.3, 1], "last_k": [1, 3, 7, 13]},
             "SSD": {"ssd_alpha": [3, 4, 5, 6, 7, 10], "ssd_lambda": [0.1, 1]},
             "BE": {"unlearn_lr": [0.001, 0.002, 0.004, 0.01]},
             "BS": {"unlearn_lr": [0.001, 0.002, 0.004, 0.01]},
@@ -155,12 +151,11 @@ PRESETS = {
             "fisher_new": {"alpha": 1e-7},
             "wfisher": {"alpha": 10, "iu_samples": 300},
             "FT_prune": {"unlearn_epochs": 5, "unlearn_lr": 0.01, "alpha": 5e-4},
-            # NegGrad+, CF-k, EU-k: searched and measured with the reference's SGD (momentum 0.9, weight decay
-            # 5e-4), not yet with their authors' plain SGD, so that setting is spelled out here.
-            "NegGrad_plus": {"unlearn_epochs": 5, "unlearn_lr": 0.1, "neggrad_beta": 0.99, **_REFERENCE_SGD},
+            # NegGrad+, CF-k, EU-k: their authors' plain SGD (no momentum, no weight decay), values searched with it.
+            "NegGrad_plus": {"unlearn_epochs": 5, "unlearn_lr": 0.1, "neggrad_beta": 0.99},
             "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 0.03},
-            "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 0.3, "last_k": 7, **_REFERENCE_SGD},
-            "EU_k": {"unlearn_epochs": 20, "unlearn_lr": 0.03, "last_k": 13, **_REFERENCE_SGD},
+            "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 0.3, "last_k": 7},
+            "EU_k": {"unlearn_epochs": 20, "unlearn_lr": 0.03, "last_k": 13},
             "SSD": {"ssd_alpha": 3, "ssd_lambda": 1},
             "BE": {"unlearn_epochs": 5, "unlearn_lr": 1e-5},
             "BS": {"unlearn_epochs": 5, "unlearn_lr": 3e-4},
@@ -173,10 +168,10 @@ PRESETS = {
             "fisher_new": {"alpha": [1e-7, 1e-6, 1e-5, 1e-4]},
             "wfisher": {"alpha": [1, 3, 5, 10]},
             "FT_prune": {"alpha": [5e-4, 1e-3, 2e-3], "unlearn_lr": [0.01, 0.05]},
-            "NegGrad_plus": {"unlearn_lr": [0.01, 0.03, 0.1], "neggrad_beta": [0.95, 0.99]},
+            "NegGrad_plus": {"unlearn_lr": [0.03, 0.1, 0.3, 1], "neggrad_beta": [0.9, 0.95, 0.99]},
             "SCRUB": {"unlearn_lr": [0.003, 0.01, 0.03]},
-            "CF_k": {"unlearn_lr": [0.1, 0.3], "last_k": [3, 7]},
-            "EU_k": {"unlearn_lr": [0.03, 0.1], "last_k": [7, 13]},
+            "CF_k": {"unlearn_lr": [0.3, 1, 3], "last_k": [3, 7]},
+            "EU_k": {"unlearn_lr": [0.1, 0.3, 1], "last_k": [7, 13]},
             "SSD": {"ssd_alpha": [3, 5, 7, 10]},
             "BE": {"unlearn_lr": [1e-5, 1e-4, 3e-4, 0.001, 0.01]},
             "BS": {"unlearn_lr": [1e-5, 1e-4, 3e-4, 0.001, 0.01]},
@@ -203,9 +198,14 @@ def flags(options):
     return out
 
 
+def display(method):
+    """A method's name in the tables (its registry entry's; a name no longer registered stands for itself)."""
+    return METHODS[method].display if method in METHODS else method
+
+
 def label(method, masked, sparsity=0.0):
     """Row name in the tables: 'FT', 'FT + mask', 'RL + mask (SalUn)', 'FT (95% sparse)'."""
-    name = NAMES.get(method, method)
+    name = display(method)
     if sparsity:
         name += f" ({100 * sparsity:g}% sparse)"
     if not masked:

@@ -50,7 +50,8 @@ import utils
 from evaluation import privacy as P
 from evaluation.metrics import predict_logits
 from suite import runs as bench_runs
-from suite.presets import NAMES, REFERENCE, UNMASKED_ONLY, flags, label, order_key
+from suite.presets import REFERENCE, display, flags, label, order_key
+from unlearn import METHODS
 from utils import UserError
 
 SEED_STEP = 1000  # train seeds s, s + 1000, ...: apart from the benchmark's own seeds 1, 2, 3, ...
@@ -74,7 +75,7 @@ def variants(cfg):
         if m == REFERENCE:
             continue
         out.append((m, False))
-        if m not in UNMASKED_ONLY:
+        if METHODS[m].maskable:
             out.append((m, True))
     return sorted(out, key=lambda v: order_key(*v))
 
@@ -169,9 +170,9 @@ class Runner:
 
     def __init__(self, plan, device, bar, log):
         import dataset
-        import main_forget
+        from commands import forget
         self.plan, self.device, self.bar, self.log = plan, device, bar, log
-        self.args0 = main_forget.parse(plan.forget_argv(plan.retrained[0]))
+        self.args0 = forget.parse(plan.forget_argv(plan.retrained[0]))
         self.splits = dataset.splits_from_args(self.args0, device)
         self.counts = {"made": 0, "reused": 0, "failed": 0}
         self.failures = {}
@@ -201,7 +202,7 @@ class Runner:
     def original(self, t, masked=False):
         """The original model O(t), and with masked=True its saliency mask (computed once per original)."""
         import trainer
-        from unlearn.mask import saliency_scores, top_ratio
+        from masks import saliency_scores, top_ratio
         if self.current[0] != t:
             path = os.path.join(self.plan.original(t).folder, "checkpoint.pt")
             model, _ = trainer.load_model(path, self.args0, self.splits.raw, self.device)
@@ -216,8 +217,7 @@ class Runner:
     def unlearned(self, key, args):
         """Run the method on its original as main_forget.py does (without writing a run folder)."""
         import trainer
-        from unlearn import METHODS
-        from unlearn.mask import combine
+        from unlearn.apply import apply
         method, masked, t_orig, _ = key
         bench = self.plan.benchmark_run(key)
         ckpt = bench and os.path.join(bench.folder, "checkpoint.pt")
@@ -227,17 +227,12 @@ class Runner:
                                  f"'{ckpt}'")
             return model, "benchmark run"
         original, saliency = self.original(t_orig, masked)
-        model = copy.deepcopy(original)
-        mask = combine(saliency, model.prune_mask)
-        utils.seed_everything(args.train_seed)
-        model = METHODS[method](model, self.splits, args, self.device, mask, run_dir=None)
-        trainer.check_weights(model, method)
-        return model, None
+        return apply(args, copy.deepcopy(original), self.splits, self.device, saliency=saliency).model, None
 
     def model(self, key):
         """The statistics of one model: from its file, or computed and written; None when it failed."""
-        import main_forget
-        args = main_forget.parse(self.plan.forget_argv(key))
+        from commands import forget
+        args = forget.parse(self.plan.forget_argv(key))
         path = self.plan.stats_path(key)
         data = _stored(path, args)
         if data is not None:
@@ -381,7 +376,7 @@ def evaluate_rows(plan, stats, failures):
                         f"{os.path.join(plan.dir, 'logs', 'privacy.log')}")
     conf_r = np.array([s["confidence"] for s in retrained])
     acc_r = [s["accuracy"] for s in retrained]
-    rows = [{"label": NAMES.get(REFERENCE, REFERENCE), "method": REFERENCE, "masked": False, "models": plan.k,
+    rows = [{"label": display(REFERENCE), "method": REFERENCE, "masked": False, "models": plan.k,
              "RA": float(np.mean([a["retain"] for a in acc_r])), "TA": float(np.mean([a["test"] for a in acc_r])),
              "UA": 100 - float(np.mean([a["forget"] for a in acc_r])),
              "median_confidence": np.median(conf_r, axis=0).tolist()}]

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 from tqdm import tqdm
 
 import utils
-from suite.presets import UNMASKED_ONLY, flags, label
+from suite.presets import flags, label
+from unlearn import METHODS
 from utils import UserError
 
 # Arguments that may differ between a finished run and a new invocation without changing its result.
@@ -114,10 +115,10 @@ def model_of(root, seed, sparsity):
 
 
 def forget_run(cfg, seed, root, method, masked, options=None, run_name=None, sparsity=0.0):
-    import main_forget
+    from unlearn.apply import run_name as default_name
     options = {"decreasing_lr": cfg["train"]["decreasing_lr"], **cfg["methods"][method], **(options or {})}
     ratio_ = cfg["mask_ratio"] if masked else None
-    name = run_name or main_forget.run_name(SimpleNamespace(run_name=None, mask=None, mask_path=None,
+    name = run_name or default_name(SimpleNamespace(run_name=None, mask=None, mask_path=None,
                                                             mask_ratio=ratio_, unlearn=method))
     save_dir, model, after = model_of(root, seed, sparsity)
     argv = common_argv(cfg, seed) + ["--unlearn", method, "--fast_eval"] + flags(options)
@@ -128,27 +129,32 @@ def forget_run(cfg, seed, root, method, masked, options=None, run_name=None, spa
                sparsity, after)
 
 
+def arm_options(cfg, method, masked):
+    """The values of a method on one arm that differ from the preset's: those a search chose for that arm when
+    the benchmark runs with --tuned (cfg["tuned"], see suite.search.tuned_values), else none."""
+    return (cfg.get("tuned") or {}).get(method, {}).get("masked" if masked else "plain", {}).get("values")
+
+
 def plan(cfg, root):
     """Every run in dependency order: the original models (dense, then sparse) first, then each seed's method
-    runs: dense without and with the mask (unless cfg["masked_arm"] is False), then each sparse arm unmasked."""
+    runs: dense without and with the mask (unless cfg["masked_arm"] is False), each at its arm's values
+    (arm_options), then each sparse arm unmasked."""
     sparsities = cfg.get("sparsity") or []
     runs = [original_run(cfg, s, root) for s in cfg["seeds"]]
     runs += [sparse_run(cfg, s, root, sp) for s in cfg["seeds"] for sp in sparsities]
     for s in cfg["seeds"]:
         for method in cfg["run_methods"]:
-            runs.append(forget_run(cfg, s, root, method, False))
-            if method not in UNMASKED_ONLY and cfg.get("masked_arm", True):
-                runs.append(forget_run(cfg, s, root, method, True))
+            runs.append(forget_run(cfg, s, root, method, False, arm_options(cfg, method, False)))
+            if METHODS[method].maskable and cfg.get("masked_arm", True):
+                runs.append(forget_run(cfg, s, root, method, True, arm_options(cfg, method, True)))
         for sp in sparsities:
             runs += [forget_run(cfg, s, root, method, False, sparsity=sp) for method in cfg["run_methods"]]
     return runs
 
 
 def _script(run):
-    import main_baseline
-    import main_forget
-    import main_imp
-    return {"main_baseline.py": main_baseline, "main_imp.py": main_imp, "main_forget.py": main_forget}[run.script]
+    from commands import baseline, forget, imp
+    return {"main_baseline.py": baseline, "main_imp.py": imp, "main_forget.py": forget}[run.script]
 
 
 def _entry(run):

@@ -13,7 +13,7 @@ import os
 import utils
 from evaluation import avg_gap
 from suite import stats
-from suite.presets import NAMES, PUBLISHED, PUBLISHED_TITLE, REFERENCE, label, order_key
+from suite.presets import PUBLISHED, PUBLISHED_TITLE, REFERENCE, display, label, order_key
 
 METRICS = (("UA", "UA"), ("MIA_efficacy", "MIA-Efficacy"), ("RA", "RA"), ("TA", "TA"))
 COLUMNS = METRICS + (("avg_gap", "Avg. Gap"), ("RTE_minutes", "RTE (min)"))
@@ -158,7 +158,7 @@ def sparse_table(rows):
         if row["masked"] or not row["sparsity"] or row["method"] == REFERENCE or dense is None:
             continue
         difference = paired(dense["avg_gap"], row["avg_gap"])
-        entry = {"method": row["method"], "label": NAMES.get(row["method"], row["method"]),
+        entry = {"method": row["method"], "label": display(row["method"]),
                  "sparsity": row["sparsity"], "comparison": f"{row['label']} - {dense['label']}",
                  "dense": _brief(dense["avg_gap"]), "sparse": _brief(row["avg_gap"]), "difference": difference,
                  "interval": INTERVAL, "verdict": verdict(difference, "sparse")}
@@ -193,7 +193,9 @@ def _md_table(header, lines):
 
 def main_table(rows):
     show_published = any(r["published"] for r in rows)
+    show_values = any(r.get("values") for r in rows)  # --tuned: the values each arm ran at
     header = ["Method"] + [name for _, name in COLUMNS] + ["Seeds"] + ([PUBLISHED_TITLE] if show_published else [])
+    header += ["Values"] if show_values else []
     lines = []
     for r in rows:
         if not r["seeds"]:
@@ -203,6 +205,8 @@ def main_table(rows):
             cells.append(_seeds_cell(r))
         if show_published:
             cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in r["published"]) if r["published"] else "")
+        if show_values:
+            cells.append(r.get("values") or "")
         lines.append(cells)
     return _md_table(header, lines)
 
@@ -388,7 +392,7 @@ def make_plots(save_dir, rows, masking, title):
             for seed in set(placed.get(False, {})) & set(placed.get(True, {})):
                 (x0, y0), (x1, y1) = placed[False][seed], placed[True][seed]
                 ax.plot([x0, x1], [y0, y1], color="0.6", lw=0.7, zorder=1)
-        ax.set_xticks(range(len(methods)), [NAMES.get(m, m) for m in methods])
+        ax.set_xticks(range(len(methods)), [display(m) for m in methods])
         ax.set_ylabel("Avg. Gap to retrain (lower is better)")
         ax.set_title(title + " (dots: seeds, grey lines join a seed's pair, dashes: means)", fontsize=9)
         ax.legend(fontsize=8)
@@ -401,7 +405,7 @@ def make_plots(save_dir, rows, masking, title):
             if d["low"] is not None:
                 ax.errorbar(x + 0.15, d["mean"], yerr=d["half_width"], fmt="D", color="k", markersize=5, capsize=4)
         ax.axhline(0, color="0.5", lw=0.8)
-        names = ["SalUn vs RL" if m["method"] == "RL" else NAMES.get(m["method"], m["method"]) for m in masking]
+        names = ["SalUn vs RL" if m["method"] == "RL" else display(m["method"]) for m in masking]
         ax.set_xticks(range(len(masking)), names)
         ax.set_ylabel("Avg. Gap: mask - no mask (below 0: mask helps)")
         ax.set_title(title + " (dots: seeds; diamond and bar: mean, 95% Student t interval)", fontsize=9)
@@ -439,7 +443,7 @@ def sparsity_plot(plt, rows, title):
         cis = [t_interval(r["avg_gap"]["values"]) for r in arms]
         xs = [100 * r["sparsity"] + 0.4 * (i - len(methods) / 2) for r in arms]
         ax.errorbar(xs, [c["mean"] for c in cis], yerr=[c["half_width"] or 0 for c in cis], marker="o", capsize=3,
-                    label=NAMES.get(method, method))
+                    label=display(method))
     ax.set_xlabel("sparsity of the original model (%; 0 = dense)")
     ax.set_ylabel("Avg. Gap to the arm's own retrain")
     ax.set_title(title + " (mean and 95% t interval over seeds)", fontsize=9)

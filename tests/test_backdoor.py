@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 import dataset
-import main_backdoor
+from commands import backdoor as main_backdoor
 import utils
 from conftest import hash_tree, run_script
-from main_backdoor import add_trigger, attack_success, check_trigger, poison, trigger_value
+from commands.backdoor import add_trigger, attack_success, check_trigger, poison, trigger_value
 from utils import UserError
 
 DATA = ["--dataset", "digits", "--arch", "resnet20s", "--device", "cpu"]

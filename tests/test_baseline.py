@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-import main_baseline
+from commands import baseline as main_baseline
 import trainer
 import utils
 from conftest import DIGITS_ARGS, REPO, Evil, cli_env, hash_tree, run_script

@@ -12,7 +12,7 @@ import pruner
 import trainer
 from unlearn import METHODS, loop
 from unlearn.baselines import distill_kl, last_layers
-from unlearn.mask import combine
+from masks import combine
 from utils import UserError
 
 CPU = torch.device("cpu")
@@ -265,8 +265,8 @@ def test_masked_out_weights_stay_bit_identical(setup, name):
 @pytest.mark.parametrize("method, expected", [("NegGrad_plus", (0.0, 0.0)), ("CF_k", (0.0, 0.0)),
                                               ("EU_k", (0.0, 0.0)), ("SCRUB", (0.9, 5e-4)), ("FT", (0.9, 5e-4))])
 def test_each_method_gets_its_authors_sgd_unless_told(method, expected):
-    import main_baseline
-    import main_forget
+    from commands import baseline as main_baseline
+    from commands import forget as main_forget
     args = main_forget.parse(["--unlearn", method])
     assert (args.momentum, args.weight_decay) == expected
     told = main_forget.parse(["--unlearn", method, "--momentum", "0.5", "--weight_decay", "0"])

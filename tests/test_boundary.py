@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import dataset
-import main_forget
+from commands import forget as main_forget
 import trainer
 from conftest import DIGITS_ARGS
 from unlearn import METHODS, loop

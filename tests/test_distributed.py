@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 import dataset
 import distributed
-import main_baseline
+from commands import baseline as main_baseline
 import trainer
 import utils
 from unlearn import METHODS

@@ -71,7 +71,7 @@ def test_readme_opens_with_the_two_commands_and_keeps_its_sections():
 
 
 def help_text(script):
-    module = importlib.import_module(script)
+    module = importlib.import_module(script.replace("main_", "commands."))  # the program behind the script
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         module.parse(["--help"])

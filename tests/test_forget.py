@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-import main_baseline
-import main_forget
+from commands import baseline as main_baseline
+from commands import forget as main_forget
 from conftest import hash_tree
 from dataset import load_dataset, split_train_val
 from unlearn import METHODS

@@ -201,7 +201,7 @@ def test_slurm_job_scripts_and_dependencies(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--jobs", "2"], "--jobs goes with --launcher local"),
     (["--slurm_gpus", "1"], "--slurm_gpus goes with --launcher slurm"),
-    (["--launcher", "slurm", "--search"], "--search chooses its values when its runs are done"),
+    (["--launcher", "slurm", "--search"], "--search asks for its trials as it goes"),
     (["--launcher", "local", "--print-commands"], "run nothing; give them without --launcher"),
     (["--launcher", "slurm", "--device", "cuda", "--slurm_gpus", "0"], "the jobs get none; give --slurm_gpus 1"),
     (["--launcher", "slurm", "--device", "tpu"], "unknown device 'tpu'"),

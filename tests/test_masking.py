@@ -8,11 +8,11 @@ import torch
 import dataset
 import trainer
 from unlearn import METHODS, loop
-from unlearn.mask import UserError, check_mask, combine, top_ratio
+from masks import UserError, check_mask, combine, top_ratio
 from unlearn.methods import l1_weight
 
-PERTURB_METHODS = ["fisher", "fisher_new", "wfisher", "SSD"]  # one-shot weight updates
-STEP_METHODS = sorted(set(METHODS) - set(PERTURB_METHODS) - {"raw"})  # every registered training method
+PERTURB_METHODS = sorted(n for n, m in METHODS.items() if m.one_shot and n != "raw")  # one-shot weight updates
+STEP_METHODS = sorted(n for n, m in METHODS.items() if not m.one_shot)  # every registered training method
 LAYER_METHODS = {"CF_k", "EU_k"}  # move only the last layer's weights
 SOFT_METHODS = {"SalUn_soft"}  # its soft-thresholding resets many allowed changes to 0
 FORGET_ONLY_METHODS = {"GA", "BS", "BE"}  # train on the 40 forget examples only

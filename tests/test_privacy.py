@@ -182,8 +182,8 @@ def plan_of(tmp_path, k, methods):
 
 def train_seed(plan, key):
     """The train seed that set the initialization of a model: a retrained model's own, else its original's."""
-    import main_baseline
-    import main_forget
+    from commands import baseline as main_baseline
+    from commands import forget as main_forget
     if key in plan.retrained:
         args = main_forget.parse(plan.forget_argv(key))
         assert args.unlearn == "retrain"
@@ -193,8 +193,8 @@ def train_seed(plan, key):
 
 def test_every_model_of_a_run_has_the_same_forget_indices(tmp_path):
     import dataset
-    import main_baseline
-    import main_forget
+    from commands import baseline as main_baseline
+    from commands import forget as main_forget
     plan = plan_of(tmp_path, 4, "FT,RL")
     args = [main_baseline.parse(plan.original(t).argv) for t in plan.seeds]
     args += [main_forget.parse(plan.forget_argv(key)) for key in plan.retrained + plan.unlearned]
@@ -204,7 +204,7 @@ def test_every_model_of_a_run_has_the_same_forget_indices(tmp_path):
 
 
 def test_retrained_seeds_are_disjoint_from_every_other_model(tmp_path):
-    import main_forget
+    from commands import forget as main_forget
     plan = plan_of(tmp_path, 4, "FT,RL")
     retrained = {train_seed(plan, key) for key in plan.retrained}
     originals = {train_seed(plan, key) for key in plan.unlearned}
@@ -312,7 +312,7 @@ def test_too_few_models_is_one_line(tmp_path, capsys, k):
 def test_statistics_are_those_of_main_forget(tiny, tmp_path):
     """A model made in-process (with and without the mask) is the model main_forget.py makes with its arguments."""
     import dataset
-    import main_forget
+    from commands import forget as main_forget
     import trainer
     from suite import privacy as S
     save, out = tiny

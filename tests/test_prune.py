@@ -4,15 +4,15 @@ import os
 import pytest
 import torch
 
-import main_baseline
-import main_forget
-import main_imp
+from commands import baseline as main_baseline
+from commands import forget as main_forget
+from commands import imp as main_imp
 import pruner
 import trainer
 import utils
 from conftest import hash_tree
 from models import build_model
-from unlearn.mask import check_mask
+from masks import check_mask
 
 DATA = ["--dataset", "digits", "--arch", "resnet20s", "--device", "cpu"]
 
@@ -93,7 +93,7 @@ def test_channels_last_weights_prune_alike():
 # ---------------------------------------------------------------- main_imp end to end
 
 def _recording(calls):
-    original = main_imp.train_state
+    original = pruner.train_state
 
     def record(args, splits, device, model, mask, run_dir, extra, start_epoch=0, on_epoch=None):
         calls.append({"state": extra["state"], "start_epoch": start_epoch, "mask": mask,
@@ -109,7 +109,7 @@ def omp(tmp_path_factory):
     save = str(tmp_path_factory.mktemp("omp"))
     calls = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(main_imp, "train_state", _recording(calls))
+        mp.setattr(pruner, "train_state", _recording(calls))
         main_imp.main(DATA + ["--epochs", "2", "--decreasing_lr", "1", "--prune", "omp", "--rate", "0.9",
                               "--prune_type", "rewind_lt", "--rewind_epoch", "1", "--save_dir", save])
     return save, calls
@@ -162,7 +162,7 @@ def test_lt_rewinds_to_init_and_pt_keeps_trained(omp, tmp_path, prune_type):
     dense = os.path.join(save, "state_0", "checkpoint.pt")
     calls = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(main_imp, "train_state", lambda *a, **k: calls.append(_snapshot(*a, **k)) or a[3])
+        mp.setattr(pruner, "train_state", lambda *a, **k: calls.append(_snapshot(*a, **k)) or a[3])
         main_imp.main(DATA + ["--epochs", "2", "--prune", "omp", "--rate", "0.5", "--prune_type", prune_type,
                               "--model_path", dense, "--save_dir", str(tmp_path / prune_type)])
     (start, mask), = calls
@@ -195,7 +195,7 @@ def test_imp_pt_starts_every_state_from_the_dense_model(omp, tmp_path):
         return a[3]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(main_imp, "train_state", train)
+        mp.setattr(pruner, "train_state", train)
         main_imp.main(DATA + ["--epochs", "2", "--prune", "imp", "--pruning_times", "2", "--rate", "0.5",
                               "--prune_type", "pt", "--model_path", dense, "--save_dir", str(tmp_path)])
     expected = utils.load_torch(dense)["state_dict"]

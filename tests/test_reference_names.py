@@ -6,10 +6,11 @@ import re
 import pytest
 import torch
 
-import main_forget
+from commands import forget as main_forget
 import trainer
 from conftest import DIGITS_ARGS
 from unlearn import ALIASES, METHODS
+from unlearn.apply import run_name
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -41,7 +42,7 @@ def test_reference_names_are_ours_or_aliases():
     assert sorted(OURS_UNDER_ANOTHER_NAME) == sorted(ALIASES)
     assert all(m in METHODS for m in ALIASES.values())
     args = parse("boundary_shrink")
-    assert args.unlearn == "BS" and main_forget.run_name(args) == "BS"  # run and recorded under our name
+    assert args.unlearn == "BS" and run_name(args) == "BS"  # run and recorded under our name
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])

@@ -25,10 +25,10 @@ import torch
 import torchvision.datasets as tv_datasets
 
 import benchmark
-import main_backdoor
-import main_baseline
-import main_forget
-import main_imp
+from commands import backdoor as main_backdoor
+from commands import baseline as main_baseline
+from commands import forget as main_forget
+from commands import imp as main_imp
 import trainer
 import utils
 from conftest import DIGITS_ARGS, REPO, Evil, cli_env, hash_tree, run_script

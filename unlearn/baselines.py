@@ -33,14 +33,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn import loop, register
-from unlearn.mask import combine
+from argtypes import nonneg_float, nonneg_int, pos_float, pos_int, probability
+from unlearn import flag, loop, register
+from masks import combine
 from utils import UserError
 
 PLAIN_SGD = (0.0, 0.0)  # momentum, weight decay
+FORGET_BATCH_SIZE = flag("--forget_batch_size", type=pos_int, default=None,
+                         help="NegGrad_plus, SCRUB: examples per forget-set batch (default: --batch_size)")
+LAST_K = flag("--last_k", type=pos_int, default=1,
+              help="CF_k, EU_k: how many of the last Conv2d/Linear layers (with the BatchNorms after the first of "
+                   "them) are trained")
 
 
-@register(sgd=PLAIN_SGD)
+@register(display="NegGrad+", sgd=PLAIN_SGD, flags=[
+    FORGET_BATCH_SIZE,
+    flag("--neggrad_beta", type=probability, default=0.9999,
+         help="NegGrad_plus: loss = beta * CE(retain) - (1 - beta) * CE(forget)")])
 def NegGrad_plus(model, splits, args, device, mask, run_dir=None):
     """beta * CE(retain batch) - (1 - beta) * CE(forget batch), one of each per step; an epoch is a retain pass."""
     retain, steps = loop.epoch_batches(splits, "retain", args)
@@ -68,7 +77,15 @@ def distill_kl(student_logits, teacher_logits, temperature):
                     reduction="batchmean", log_target=True) * t * t
 
 
-@register
+@register(flags=[
+    FORGET_BATCH_SIZE,
+    flag("--scrub_max_epochs", type=nonneg_int, default=2,
+         help="SCRUB: the first epochs that begin with max-steps on the forget set"),
+    flag("--scrub_alpha", type=nonneg_float, default=0.001,
+         help="SCRUB: weight of KL(teacher || student) in the retain (min) steps"),
+    flag("--scrub_gamma", type=nonneg_float, default=0.99,
+         help="SCRUB: weight of the cross-entropy in the retain (min) steps"),
+    flag("--scrub_kd_T", type=pos_float, default=4.0, help="SCRUB: distillation temperature")])
 def SCRUB(model, splits, args, device, mask, run_dir=None):
     """Max-steps on forget (first --scrub_max_epochs epochs), then min-steps on retain, every epoch."""
     epochs, max_epochs = args.unlearn_epochs, min(args.scrub_max_epochs, args.unlearn_epochs)
@@ -118,13 +135,13 @@ def _last_k(model, splits, args, mask, run_dir, names, desc):
                     run_dir=run_dir, desc=desc)
 
 
-@register(sgd=PLAIN_SGD)
+@register(display="CF-k", sgd=PLAIN_SGD, flags=[LAST_K])
 def CF_k(model, splits, args, device, mask, run_dir=None):
     """Fine-tune only the last --last_k layers on the retain set."""
     return _last_k(model, splits, args, mask, run_dir, last_layers(model, args.last_k), "CF_k")
 
 
-@register(sgd=PLAIN_SGD)
+@register(display="EU-k", sgd=PLAIN_SGD, flags=[LAST_K])
 def EU_k(model, splits, args, device, mask, run_dir=None):
     """Re-initialize the Conv2d and Linear layers among the last --last_k layers with --train_seed (where the
     mask allows), then train the whole region on the retain set."""
@@ -155,7 +172,11 @@ def batch_importance(model, x, y, batch_size=SSD_BATCH):
     return {n: t / len(starts) for (n, _), t in zip(named, total)}
 
 
-@register
+@register(one_shot=True, flags=[
+    flag("--ssd_alpha", type=pos_float, default=10.0,
+         help="SSD: dampen weights whose forget-set importance exceeds alpha x the training set's"),
+    flag("--ssd_lambda", type=nonneg_float, default=1.0,
+         help="SSD: a chosen weight is multiplied by min(lambda x I_train / I_forget, 1)")])
 def SSD(model, splits, args, device, mask, run_dir=None):
     """Selective synaptic dampening: w *= min(lambda I_d / I_f, 1) wherever I_f > alpha I_d and the mask allows."""
     forget = batch_importance(model, *splits.xy("forget"))

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import distributed
-from unlearn import loop, register
+from argtypes import pos_float
+from unlearn import flag, loop, register
 from utils import UserError
 
 
@@ -37,7 +38,9 @@ def adversarial_labels(original, x, y, bound):
     return logits.argmax(1)
 
 
-@register
+@register(flags=[flag("--bs_bound", type=pos_float, default=0.1,
+                      help="BS: size of the one FGSM step on [0, 1] images (L-inf) whose class relabels each forget "
+                           "example (the class of largest logit other than the true one)")])
 def BS(model, splits, args, device, mask, run_dir=None):
     """Boundary shrinking: train on the forget examples relabelled to the class one FGSM step reaches."""
     original = copy.deepcopy(model).eval().requires_grad_(False)

@@ -17,7 +17,11 @@ Both change only weights the mask allows; noise is drawn for every parameter in 
 import torch
 import torch.nn.functional as F
 
-from unlearn import persample, register
+from argtypes import nonneg_int
+from unlearn import flag, persample, register
+
+FISHER_SAMPLES = flag("--fisher_samples", type=nonneg_int, default=0,
+                      help="FF: retain examples estimating the Fisher (0: all of them)")
 
 EPS = 1e-8
 BATCH = 32  # the reference's batch size for fisher_new's estimator
@@ -58,7 +62,7 @@ def _grad_sums(model, x, y, chunk):
     return total
 
 
-@register
+@register(display="FF (empirical Fisher)", one_shot=True, flags=[persample.GRAD_CHUNK, FISHER_SAMPLES])
 def fisher(model, splits, args, device, mask, run_dir=None):
     """FF with the empirical Fisher F = mean_i (g_i + 1e-8)^2: w += min(sqrt(alpha / F), 1e-3) * N(0, 1),
     x10 on the classifier layer."""
@@ -74,7 +78,7 @@ def fisher(model, splits, args, device, mask, run_dir=None):
     return _apply(model, mean, std, mask)
 
 
-@register
+@register(display="FF", one_shot=True, flags=[persample.GRAD_CHUNK, FISHER_SAMPLES])
 def fisher_new(model, splits, args, device, mask, run_dir=None):
     """The papers' FF (Golatkar et al.): noise of variance alpha / (F + 1e-8) from the class-wise Fisher of
     the retain set in batches of 32 (see the module's docstring)."""

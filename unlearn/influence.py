@@ -14,7 +14,8 @@ does not equal this inverse; ours is checked against a dense solve in the tests.
 import torch
 import torch.nn.functional as F
 
-from unlearn import persample, register
+from argtypes import pos_float, pos_int
+from unlearn import flag, persample, register
 
 
 def grad_sum(model, x, y, batch_size):
@@ -42,7 +43,13 @@ def samples_for(model, args, x):
     return max(1, min(args.iu_samples, len(x), cap))
 
 
-@register
+@register(display="IU", one_shot=True, flags=[
+    persample.GRAD_CHUNK,
+    flag("--iu_samples", type=pos_int, default=500,
+         help="IU: retain examples forming the Hessian (time grows with their square; see docs/performance.md)"),
+    flag("--iu_memory", type=pos_float, default=4.0,
+         help="IU: GiB allowed for the layer records of the Hessian examples"),
+    flag("--iu_damping", type=pos_float, default=1.0, help="IU: damping added to the Fisher")])
 def wfisher(model, splits, args, device, mask, run_dir=None):
     xf, yf = splits.xy("forget")
     xr, yr = splits.xy("retain")

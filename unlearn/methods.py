@@ -4,16 +4,22 @@ import torch
 import torch.nn.functional as F
 
 import dataset
-from unlearn import loop, register
+from argtypes import nonneg_int, ratio
+from unlearn import flag, loop, register
+
+RL_ORDER = flag("--rl_order", default="mixed", choices=["mixed", "reference"],
+                help="RL, SalUn_soft: 'mixed' shuffles relabelled forget examples (labels from the other classes) "
+                     "into the retain set; 'reference' as the reference code: labels from all classes, all forget "
+                     "batches then all retain batches (cifar100, TinyImagenet: one shuffled stream)")
 
 
-@register
+@register(display="Original", one_shot=True, maskable=False)
 def raw(model, splits, args, device, mask, run_dir=None):
     """No change: the original model."""
     return model
 
 
-@register
+@register(display="Retrain", maskable=False)
 def retrain(model, splits, args, device, mask, run_dir=None):
     """Re-initialize with --train_seed and train on the retain set only (the gold standard); a pruned model's
     pruned weights are zero from the first step."""
@@ -85,7 +91,7 @@ def _rl_batches(splits, args):
     return make_batches, dataset.num_batches(len(x), bs)
 
 
-@register
+@register(flags=[RL_ORDER])
 def RL(model, splits, args, device, mask, run_dir=None):
     """Random labels: the forget examples, relabelled at random (fresh each epoch), trained on with the retain set.
 
@@ -96,7 +102,10 @@ def RL(model, splits, args, device, mask, run_dir=None):
     return loop.run(model, args, mask, *_rl_batches(splits, args), run_dir=run_dir, desc="RL")
 
 
-@register
+@register(display="SalUn-soft", flags=[RL_ORDER, flag(
+    "--salun_soft_ratio", type=ratio, default=0.5,
+    help="SalUn_soft: the share of weight changes its first soft-thresholding step resets to 0 (falling linearly to "
+         "none by the last step)")])
 def SalUn_soft(model, splits, args, device, mask, run_dir=None):
     """SalUn-soft (SalUn's soft-thresholding variant; the reference's RL_proximal): RL, and after every step a
     proximal step of an l1 penalty on the change since the start of the epoch, d = w - w_e: every d is
@@ -139,7 +148,8 @@ def l1_weight(alpha, epoch, epochs, no_l1_epochs):
     return alpha * (1 - epoch / l1_epochs) if epoch < l1_epochs else 0.0
 
 
-@register
+@register(display="l1-sparse", flags=[flag("--no-l1-epochs", dest="no_l1_epochs", type=nonneg_int, default=0,
+                                                help="FT_prune: final epochs without the l1 penalty")])
 def FT_prune(model, splits, args, device, mask, run_dir=None):
     """l1-sparse (the reference's FT_prune, which runs its FT_l1; `--unlearn FT_l1` runs this): fine-tune on retain
     with alpha_t * ||w||_1 over all parameters, alpha_t from `l1_weight`."""

@@ -22,11 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from argtypes import nonneg_int
+from unlearn import flag
 from utils import UserError
 
 RECORD_FLOATS = 2**28  # layer inputs and output gradients held per batched pass when --grad_chunk is 0 (1 GiB)
 BLOCK_FLOATS = 2**25  # per-example gradients expanded at once for the Gram matrix (128 MiB)
 KEEP_FLOATS = 2**28  # a layer's whole per-example gradient matrix is kept while the Gram matrix is built (1 GiB)
+GRAD_CHUNK = flag("--grad_chunk", type=nonneg_int, default=0,
+                  help="FF, IU: examples per batched per-example-gradient pass; 0: sized to 1 GiB of records")
 CACHE_FLOATS = 2**21  # per-example terms formed at once for sum_i g_i^2 (8 MiB: cache-sized blocks run fastest)
 PAIR_POSITIONS = 4  # up to this many output positions, sum_i g_i^2 is taken through position pairs
 GHOST_ROWS = 2048  # example-positions per side of a Gram block

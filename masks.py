@@ -85,5 +85,19 @@ def top_ratio(scores, ratio):
 
 
 def density(mask):
+    """Fraction of the masked entries that are kept."""
     total = sum(m.numel() for m in mask.values())
     return sum(int(m.sum()) for m in mask.values()) / max(total, 1)
+
+
+def is_model_file(path):
+    """A checkpoint of a whole model ({'state_dict': ...}, or a state_dict with buffers), not a mask."""
+    state = utils.load_torch(path, "mask or model")
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return isinstance(state, dict) and ("state_dict" in state or any(
+        isinstance(k, str) and (k.endswith(buffers) or k.startswith("normalize")) for k in state))
+
+
+def zeros_mask(model):
+    """The pruning mask of a model given as --mask: its zero weights in convolution and linear layers."""
+    return {n: p != 0 for n, p in model.named_parameters() if p.dim() > 1 and (p == 0).any()}
