@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from errors import UserError
+
 # Rank 0 evaluates alone between training phases (main_imp's states, main_backdoor) while the other ranks
 # wait in their next collective: allow that wait to be long.
 TIMEOUT = datetime.timedelta(hours=2)
@@ -78,7 +80,6 @@ def setup(device):
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
-            from errors import UserError
             raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices are visible; "
                             f"start at most that many processes per node")
         device = torch.device("cuda", local)
@@ -188,7 +189,6 @@ def check_same(tensors, what):
     dist.all_gather(sums, torch.tensor([checksum(tensors)], device=_comm_device()))
     differ = [r for r, s in enumerate(sums) if not torch.equal(s, sums[0])]
     if differ:
-        from utils import UserError
         raise UserError(f"the ranks hold different {what} (rank {differ[0]}'s checksum is not rank 0's); they would "
                         f"train apart. Run with --deterministic, or compute it once and share it")
 

@@ -22,7 +22,7 @@ import trainer
 import utils
 from unlearn import METHODS
 from evaluation import evaluate, predict_probs
-from unlearn.mask import top_ratio
+from masks import top_ratio
 from conftest import DIGITS_ARGS, REPO, cli_env, run_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
