@@ -77,9 +77,9 @@ READINGS = {
         "Tuned on its own, the masked arm takes a higher learning rate than the unmasked one, as a step that moves "
         "only half of the weights would suggest; on the benchmark seeds that value makes SalUn forget more than "
         "retraining does (UA and MIA-Efficacy above the gold standard's), and SalUn lands further from retraining "
-        "than RL at its own best on most seeds, with the same sign in both halves. At the shared preset value the same seeds show no "
-        "detectable difference. Tuning each arm does not reveal an advantage of the mask here; a search on two "
-        "seeds near the edge of overshoot is itself a noisy choice.",
+        "than RL at its own best on most seeds, with the same sign in both halves. At the shared preset value the "
+        "same seeds show no detectable difference. Tuning each arm does not reveal an advantage of the mask here; "
+        "a search on two seeds near the edge of overshoot is itself a noisy choice.",
     "digits_random_30_euk":
         "Trained with its authors' plain SGD, EU-k lands no closer to retraining with the mask than without it, "
         "and the masked arm is the lower on fewer than half of the seeds: the mask neither helps nor hurts EU-k "

@@ -159,7 +159,7 @@ PRESETS = {
             "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 0.03},
             "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 0.3, "last_k": 7, **_REFERENCE_SGD},
             "EU_k": {"unlearn_epochs": 20, "unlearn_lr": 0.03, "last_k": 13, **_REFERENCE_SGD},
-            "SSD": {"ssd_alpha": 4.41, "ssd_lambda": 1},  # its authors' estimate: docs/results/search_fashionmnist_ssd.md
+            "SSD": {"ssd_alpha": 4.41, "ssd_lambda": 1},  # searched: docs/results/search_fashionmnist_ssd.md
             "BE": {"unlearn_epochs": 5, "unlearn_lr": 1e-5},
             "BS": {"unlearn_epochs": 5, "unlearn_lr": 3e-4},
             "SalUn_soft": {"unlearn_epochs": 5, "unlearn_lr": 0.003},
