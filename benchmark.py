@@ -10,7 +10,7 @@ interval and a verdict (SalUn vs RL is RL's line). The original model ("Original
 
 Presets (suite/presets.py, docs/presets.md):
   digits         scikit-learn's 8x8 digits, resnet20s, forget 10% at random, 3 seeds (default; 93 runs,
-                 1.8 minutes measured on 2 idle CPU cores)
+                 2.1 minutes measured on 2 idle CPU cores)
   fashionmnist   the first 5,000 Fashion-MNIST training images (Debian's package) at 14x14, resnet20s,
                  forget 10% at random, 3 seeds (93 runs; about 70 minutes of runs measured on 2 partly shared CPU cores)
   cifar10        the papers' setting: ResNet-18, 182 epochs at lr 0.1 (drops at 91, 136); retrain 160 epochs

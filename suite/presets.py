@@ -84,7 +84,7 @@ _CIFAR10 = {
 PRESETS = {
     # Real 8x8 handwritten digits shipped with scikit-learn (no download). 1,347 training images; the seed's
     # validation split keeps 1,217, of which 121 (10%) are forgotten. Method values: chosen by the --search
-    # grids below (seeds 0 and 99; the table and the reasoning are in docs/presets.md). 93 runs: 1.8 minutes
+    # grids below (seeds 0 and 99; the table and the reasoning are in docs/presets.md). 93 runs: 2.1 minutes
     # measured on 2 idle CPU cores from a clean clone.
     "digits": {
         "about": "scikit-learn digits, resnet20s, forget 10% at random; about 2 minutes on 2 idle CPU cores",
