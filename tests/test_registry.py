@@ -67,9 +67,9 @@ def test_a_new_method_runs_through_main_forget(toy, digits_run, tmp_path):
                                "--save_dir", str(tmp_path), "--fast_eval"])
     assert result["run"]["unlearn"] == "toy"
     run_dir = tmp_path / "toy_saliency_0.5"
-    mask = torch.load(run_dir / "mask.pt")
-    before = torch.load(digits_run.checkpoint)["state_dict"]
-    after = torch.load(run_dir / "checkpoint.pt")["state_dict"]
+    mask = torch.load(run_dir / "mask.pt", weights_only=True)
+    before = torch.load(digits_run.checkpoint, weights_only=True)["state_dict"]
+    after = torch.load(run_dir / "checkpoint.pt", weights_only=True)["state_dict"]
     for name, m in mask.items():
         assert torch.equal(after[name], torch.where(m, before[name] * 0.5, before[name]))
     assert json.loads((run_dir / "args.json").read_text())["toy_scale"] == 0.5
