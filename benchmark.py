@@ -38,6 +38,7 @@ it both arms run at the preset's shared values.
   python benchmark.py --tuned DIR --save_dir OUT        # the table with each arm at the values DIR's search chose
   python benchmark.py --curves --seeds 3                # learning-rate and mask-ratio curves, both arms
   python benchmark.py --privacy 16                      # per-example privacy (challenge score, U-LiRA): privacy.md
+  python benchmark.py --privacy 16 --seeds 1,2,3        # the same on 3 forget sets, U-LiRA with t intervals
   python benchmark.py --launcher local --jobs 4         # 4 runs at once on this machine
   python benchmark.py --launcher slurm --slurm_partition gpu   # every run a Slurm job; then --collect
 """
@@ -118,7 +119,8 @@ def parse(argv=None):
                            f"(suite/curves.py; default methods {','.join(CURVE_METHODS)})")
     mode.add_argument("--privacy", type=int, metavar="K", default=None,
                       help="per-example privacy instead of the table: the unlearning challenge's score and U-LiRA "
-                           "from K unlearned and K retrained models per method (suite/privacy.py)")
+                           "from K unlearned and K retrained models per method, on the preset's first seed or on "
+                           "each of --seeds (suite/privacy.py)")
     p.add_argument("--trials", type=pos_int, default=None,
                    help=f"--search: complete trials per study, i.e. per method and arm (default {TRIALS})")
     p.add_argument("--tuned", metavar="DIR", default=None,
@@ -346,6 +348,7 @@ def _main(argv):
         from suite.privacy import run_privacy
         if args.launcher == "slurm":
             raise UserError("--privacy runs in this process, or in --jobs worker processes with --launcher local")
+        cfg["seeds"] = args.seeds or cfg["seeds"][:1]  # without --seeds one forget set: the preset's first seed
         return run_privacy(cfg, args.privacy, args.plots, jobs=(args.jobs or 2) if args.launcher == "local" else 1)
     if args.launcher == "slurm":
         return launch.slurm_benchmark(cfg, args)

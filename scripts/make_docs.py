@@ -47,13 +47,8 @@ def benchmark_page(path):
 
 
 def privacy_page(path):
-    """privacy.md exactly as `benchmark.py --privacy K` wrote it next to this privacy.json."""
-    meta, rows = (data := _read(path))["meta"], data["rows"]
-    settings = [f"- {key}: {value}" for key, value in meta["settings"].items()]
-    return "\n".join([f"# {meta['title']}", ""] + settings + ["", privacy.table(rows), "",
-                                                             privacy.notes(meta["settings"]["K"],
-                                                                           meta["null_forgetting_score"],
-                                                                           meta["largest_abs_statistic"]), ""])
+    """privacy.md exactly as `benchmark.py --privacy K` wrote it next to this privacy.json (one or several seeds)."""
+    return privacy.render(_read(path))
 
 
 def curves_page(path):

@@ -1,7 +1,7 @@
 """`benchmark.py --privacy K`: per-example privacy of every method of the preset, with and without the mask.
 
-For the preset's first seed s (its split and forget set; every model of a run shares them) and the train
-seeds t_1 = s, t_2 = s + 1000, ..., t_K = s + 1000 (K - 1):
+For the preset's first seed s, or for each seed s of --seeds (its split and forget set; every model of that
+seed shares them) and the train seeds t_1 = s, t_2 = s + 1000, ..., t_K = s + 1000 (K - 1):
   - original models O_j: trained as the benchmark trains its original model, with --train_seed t_j
     (O_1 is the benchmark's own seed_<s>/original, reused when it exists);
   - retrained models R_j: the method `retrain` with --train_seed r_j = t_j + 500 (the same K serve every
@@ -34,6 +34,13 @@ original model loaded), with the same statistics as in this process.
 Outputs in --save_dir: privacy.md (the table), privacy.json (per method: every example's epsilon, the
 medians of its statistic, its U-LiRA accuracy; the forget indices), privacy_epsilon.png (histograms).
 Formulas: evaluation/privacy.py.
+
+With several seeds (forget sets) each is run as above, in its own <save_dir>/privacy/seed_<s>/; no two seeds may
+share a train seed (check_seeds: seeds less than 500 apart never do). privacy.md then starts with the summary
+across forget sets (suite/privacy_summary.py: per row the U-LiRA accuracy and AUC of every seed, their mean and
+95% Student t interval; per method the paired difference mask - no mask with its interval) followed by each
+seed's table; privacy.json holds the summary and each seed's content ("per_seed"); the histograms go to
+privacy_epsilon_seed_<s>.png.
 """
 import contextlib
 import copy
@@ -50,6 +57,8 @@ import utils
 from evaluation import privacy as P
 from evaluation.metrics import predict_logits
 from suite import runs as bench_runs
+from suite import tables
+from suite.privacy_summary import summary, summary_md
 from suite.presets import REFERENCE, display, flags, label, order_key
 from unlearn import METHODS
 from utils import UserError
@@ -87,9 +96,8 @@ def run_name(method, masked):
 class Plan:
     """Which models the statistics need, where their files go, and how each is made."""
 
-    def __init__(self, cfg, k):
-        self.cfg, self.k = cfg, k
-        self.seed = cfg["seeds"][0]
+    def __init__(self, cfg, k, seed):
+        self.cfg, self.k, self.seed = cfg, k, seed
         self.root = cfg["save_dir"]
         self.dir = os.path.join(self.root, "privacy", f"seed_{self.seed}")
         self.seeds = train_seeds(self.seed, k)
@@ -303,26 +311,26 @@ def _init_worker(threads):
     torch.set_num_threads(threads)
 
 
-def _worker_runner(cfg, k):
+def _worker_runner(cfg, k, seed):
     import io
     runner = _WORKER.get("runner")
-    if runner is None:
-        plan = Plan(cfg, k)
+    if runner is None or runner.plan.seed != seed:
+        plan = Plan(cfg, k, seed)
         log = os.path.join(plan.dir, "logs", f"privacy_worker_{os.getpid()}.log")
         runner = _WORKER["runner"] = Runner(plan, utils.resolve_device(cfg["device"] or "auto"),
                                             tqdm(disable=True, file=io.StringIO()), log)
     return runner
 
 
-def _worker_original(cfg, k, t):
-    runner = _worker_runner(cfg, k)
+def _worker_original(cfg, k, seed, t):
+    runner = _worker_runner(cfg, k, seed)
     before = dict(runner.counts)
     runner.ensure_original(t)
     return {c: runner.counts[c] - before[c] for c in before}
 
 
-def _worker_models(cfg, k, keys):
-    runner = _worker_runner(cfg, k)
+def _worker_models(cfg, k, seed, keys):
+    runner = _worker_runner(cfg, k, seed)
     before = dict(runner.counts)
     out = [(key, runner.model(key), runner.failures.get(key[:2])) for key in keys]
     return out, {c: runner.counts[c] - before[c] for c in before}
@@ -352,10 +360,10 @@ def _execute_parallel(plan, runner, jobs, logs):
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as pool:
         bar.set_description(f"original models ({jobs} workers)")
-        for future in as_completed([pool.submit(_worker_original, plan.cfg, plan.k, t) for t in plan.seeds]):
+        for future in as_completed([pool.submit(_worker_original, plan.cfg, plan.k, plan.seed, t) for t in plan.seeds]):
             collect(future, 1)
         bar.set_description(f"models ({jobs} workers)")
-        futures = {pool.submit(_worker_models, plan.cfg, plan.k, chunk): len(chunk) for chunk in chunks}
+        futures = {pool.submit(_worker_models, plan.cfg, plan.k, plan.seed, chunk): len(chunk) for chunk in chunks}
         for future in as_completed(futures):
             collect(future, futures[future])
     return out
@@ -411,7 +419,7 @@ def _cell(value, digits, scale=1.0):
 def table(rows):
     head = ["Method", "Score", "Forgetting score", "UA", "RA", "TA", "U-LiRA acc. (%)", "U-LiRA AUC",
             "U-LiRA TPR @ 1% FPR (%)", "median ε"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for r in rows:
         if "failed" in r:
             cells = [r["label"], f"failed: {r['failed']}"] + ["-"] * (len(head) - 2)
@@ -420,8 +428,8 @@ def table(rows):
                      _cell(r["RA"], 2), _cell(r["TA"], 2), _cell(r.get("ulira_accuracy"), 1, 100),
                      _cell(r.get("ulira_auc"), 3), _cell(r.get("ulira_tpr_at_1pct_fpr"), 1, 100),
                      _cell(r.get("median_epsilon"), 2)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return tables._md_table(head, lines)
 
 
 def notes(k, null, largest):
@@ -475,46 +483,109 @@ def plot(path, rows, title, k):
     return path
 
 
-def run_privacy(cfg, k, plots=True, quiet=False, jobs=1):
-    if not isinstance(k, int) or k < 2:
-        raise UserError(f"--privacy {k}: the scores need K >= 2 unlearned and retrained models per method "
-                        f"(16 or more for meaningful numbers)")
-    device = utils.resolve_device(cfg["device"] or "auto")
-    bench_runs.preflight(cfg)
+def render(data):
+    """privacy.md from the contents of privacy.json: one forget set's table, or the summary over forget sets and
+    then each seed's table; the notes last."""
+    def head(meta, level):
+        return [f"{level} {meta['title']}", ""] + [f"- {a}: {b}" for a, b in meta["settings"].items()] + [""]
+
+    meta = data["meta"]
+    text = notes(meta["settings"]["K"], meta["null_forgetting_score"], meta["largest_abs_statistic"])
+    if "per_seed" not in data:
+        return "\n".join(head(meta, "#") + [table(data["rows"]), "", text, ""])
+    lines = head(meta, "#") + [summary_md(data["summary"]), ""]
+    for one in data["per_seed"]:
+        lines += head(one["meta"], "##") + [table(one["rows"]), ""]
+    return "\n".join(lines + [text, ""])
+
+
+def check_seeds(seeds, k):
+    """No two forget sets share a train seed: their models would start from the same initialization and batch
+    order, and the seeds' numbers would not be independent samples."""
+    owner = {}
+    for s in seeds:
+        if s in owner.values():
+            raise UserError(f"--privacy {k}: --seeds lists seed {s} twice")
+        for t in train_seeds(s, k) + retrain_seeds(s, k):
+            if t in owner:
+                raise UserError(f"--privacy {k}: seeds {owner[t]} and {s} would share the train seed {t} (seed s "
+                                f"trains with s + {SEED_STEP} j and retrains with s + {SEED_STEP} j + "
+                                f"{RETRAIN_OFFSET}, j < K); give seeds less than {RETRAIN_OFFSET} apart, e.g. 1,2,3")
+            owner[t] = s
+
+
+def _meta(title, settings, k, null, largest):
+    return {"title": title, "settings": settings, "null_forgetting_score": null, "buckets": P.buckets(k),
+            "delta": P.DELTA, "epsilon_cap": P.EPSILON_CAP, "largest_abs_statistic": largest}
+
+
+def _done(counts):
+    return f"{counts['made']} models made, {counts['reused']} reused, {counts['failed']} failed"
+
+
+def run_seed(cfg, k, seed, device, null, quiet=False, jobs=1, several=False):
+    """One forget set: its models made or reused and every row scored; its privacy.json content in "data"."""
     start = time.perf_counter()
-    plan = Plan(cfg, k)
+    plan = Plan(cfg, k, seed)
     stats, runner = execute(plan, device, quiet, jobs)
     rows = evaluate_rows(plan, stats, runner.failures)
     minutes = (time.perf_counter() - start) / 60
-    null = null_score(k)
-    counts = runner.counts
-    done = f"{counts['made']} models made, {counts['reused']} reused, {counts['failed']} failed"
     model_minutes = sum((s or {}).get("seconds", 0) for s in stats.values()) / 60
     largest = max(abs(c) for s in stats.values() if s for c in s["confidence"])
     settings = {"preset": cfg["preset"], "dataset / model": f"{cfg['dataset']} / {cfg['arch']}",
-                "seed (split and forget set)": plan.seed, "K": k, "train seeds": ", ".join(map(str, plan.seeds)),
+                "seed (split and forget set)": seed, "K": k, "train seeds": ", ".join(map(str, plan.seeds)),
                 "retrained models' train seeds": ", ".join(str(key[3]) for key in plan.retrained),
                 "forget set": len(runner.splits.forget), "saliency mask ratio": cfg["mask_ratio"],
                 "device": str(device) + (f", {jobs} worker processes" if jobs > 1 else ""),
-                "time": f"this invocation {minutes:.1f} min ({done}); unlearning and statistics of the models made "
-                        f"so far {model_minutes:.1f} min"}
-    title = f"Per-example privacy: {cfg['preset']}, K = {k}"
-    text = notes(k, null, largest)
-    md = [f"# {title}", ""] + [f"- {a}: {b}" for a, b in settings.items()] + ["", table(rows), "", text, ""]
+                "time": f"this invocation {minutes:.1f} min ({_done(runner.counts)}); unlearning and statistics of "
+                        f"the models made so far {model_minutes:.1f} min"}
+    title = f"Per-example privacy: {cfg['preset']}{f', seed {seed}' if several else ''}, K = {k}"
+    data = {"meta": _meta(title, settings, k, null, largest),
+            "forget_indices": [int(i) for i in runner.splits.forget], "rows": rows}
+    return {"seed": seed, "plan": plan, "rows": rows, "counts": runner.counts, "minutes": minutes, "data": data}
+
+
+def run_privacy(cfg, k, plots=True, quiet=False, jobs=1):
+    """Every seed of cfg["seeds"] (one forget set each); with several, the summary across them."""
+    if not isinstance(k, int) or k < 2:
+        raise UserError(f"--privacy {k}: the scores need K >= 2 unlearned and retrained models per method "
+                        f"(16 or more for meaningful numbers)")
+    check_seeds(cfg["seeds"], k)
+    device = utils.resolve_device(cfg["device"] or "auto")
+    bench_runs.preflight(cfg)
+    start = time.perf_counter()
+    null = null_score(k)
+    several = len(cfg["seeds"]) > 1
+    results = [run_seed(cfg, k, s, device, null, quiet, jobs, several) for s in cfg["seeds"]]
+    minutes = (time.perf_counter() - start) / 60
+    counts = {c: sum(r["counts"][c] for r in results) for c in results[0]["counts"]}
+    if several:
+        first = results[0]["data"]["meta"]["settings"]
+        settings = {"preset": cfg["preset"], "dataset / model": f"{cfg['dataset']} / {cfg['arch']}",
+                    "seeds": ", ".join(map(str, cfg["seeds"])), "K": k, "forget set": first["forget set"],
+                    "saliency mask ratio": cfg["mask_ratio"], "device": first["device"],
+                    "time": f"this invocation {minutes:.1f} min ({_done(counts)})"}
+        largest = max(r["data"]["meta"]["largest_abs_statistic"] for r in results)
+        data = {"meta": _meta(f"Per-example privacy over {len(results)} forget sets: {cfg['preset']}, K = {k}",
+                              settings, k, null, largest),
+                "summary": summary([(r["seed"], r["rows"]) for r in results]),
+                "per_seed": [r["data"] for r in results]}
+    else:
+        data = results[0]["data"]
     utils.ensure_dir(cfg["save_dir"])
     with open(os.path.join(cfg["save_dir"], "privacy.md"), "w") as f:
-        f.write("\n".join(md))
-    utils.write_json({"meta": {"title": title, "settings": settings, "null_forgetting_score": null,
-                               "buckets": P.buckets(k), "delta": P.DELTA, "epsilon_cap": P.EPSILON_CAP,
-                               "largest_abs_statistic": largest},
-                      "forget_indices": [int(i) for i in runner.splits.forget], "rows": rows},
-                     os.path.join(cfg["save_dir"], "privacy.json"))
+        f.write(render(data))
+    utils.write_json(data, os.path.join(cfg["save_dir"], "privacy.json"))
     written = [os.path.join(cfg["save_dir"], n) for n in ("privacy.md", "privacy.json")]
     if plots:
-        png = plot(os.path.join(cfg["save_dir"], "privacy_epsilon.png"), rows, title, k)
-        written += [png] if png else []
+        for r in results:
+            name = f"privacy_epsilon_seed_{r['seed']}.png" if several else "privacy_epsilon.png"
+            png = plot(os.path.join(cfg["save_dir"], name), r["rows"], r["data"]["meta"]["title"], k)
+            written += [png] if png else []
     if not quiet:
-        print("\n" + table(rows) + "\n\n" + text)
+        shown = summary_md(data["summary"]) if several else table(data["rows"])
+        print("\n" + shown + "\n\n" + notes(k, null, data["meta"]["largest_abs_statistic"]))
         print("\nwrote " + ", ".join(written))
-    print(f"privacy: {minutes:.1f} min ({done})")
-    return {"rows": rows, "counts": counts, "minutes": minutes, "null_forgetting_score": null, "plan": plan}
+    print(f"privacy: {minutes:.1f} min ({_done(counts)})")
+    return {"per_seed": results, "summary": data.get("summary"), "counts": counts, "minutes": minutes,
+            "null_forgetting_score": null}

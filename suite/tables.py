@@ -211,8 +211,8 @@ def main_table(rows):
     return _md_table(header, lines)
 
 
-def _interval_cell(stat):
-    return "—" if stat["low"] is None else f"[{stat['low']:.2f}, {stat['high']:.2f}]"
+def _interval_cell(stat, digits=2):
+    return "—" if stat["low"] is None else f"[{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
 def _p_cell(c):

@@ -1,7 +1,8 @@
 """Tests for the per-example privacy evaluation (evaluation/privacy.py, suite/privacy.py, benchmark.py --privacy):
 the challenge's epsilon and score on synthetic statistics (identical, separated, a hand-computed threshold, an
 independent transcription), U-LiRA against analytic Gaussian values, the plan's models (one forget set, retrained
-seeds of their own) and U-LiRA over them on statistics with a known answer, and a tiny end-to-end run that resumes."""
+seeds of their own) and U-LiRA over them on statistics with a known answer, a tiny end-to-end run that resumes,
+and two seeds (forget sets) with the summary's t intervals checked by hand."""
 import json
 import math
 import warnings
@@ -177,7 +178,7 @@ def test_auc_and_tpr_against_sklearn():
 def plan_of(tmp_path, k, methods):
     from suite import privacy as S
     cfg = benchmark.resolve(benchmark.parse(["--seeds", "1,", "--methods", methods, "--save_dir", str(tmp_path)]))
-    return S.Plan(cfg, k)
+    return S.Plan(cfg, k, 1)
 
 
 def train_seed(plan, key):
@@ -262,10 +263,11 @@ def tiny(tmp_path_factory):
 
 
 def test_tiny_privacy_end_to_end(tiny):
+    from suite import privacy as S
     save, out = tiny
     # 2 originals, 2 retrained, and per row 3 models (U(O_1, t_1), U(O_1, t_2), U(O_2, t_2))
     assert out["counts"] == {"made": 16, "reused": 0, "failed": 0}
-    rows = {r["label"]: r for r in out["rows"]}
+    rows = {r["label"]: r for r in out["per_seed"][0]["rows"]}
     assert list(rows) == ["Retrain", "FT", "FT + mask", "GA", "GA + mask"]
     for name in ("FT", "FT + mask", "GA", "GA + mask"):
         r = rows[name]
@@ -277,6 +279,11 @@ def test_tiny_privacy_end_to_end(tiny):
     assert len(saved["forget_indices"]) == 121 and saved["meta"]["settings"]["K"] == 2
     md = (save / "privacy.md").read_text()
     assert "| GA + mask |" in md and "U-LiRA AUC" in md
+    # one seed: the files, title and page of a single forget set, as before several seeds were possible
+    assert md == S.render(saved) and md.startswith("# Per-example privacy: digits, K = 2\n")
+    assert "across forget sets" not in md and set(saved) == {"meta", "forget_indices", "rows"}
+    assert sorted(p.name for p in save.iterdir()) == ["privacy", "privacy.json", "privacy.md", "privacy_epsilon.png",
+                                                      "seed_1"]
     assert (save / "privacy_epsilon.png").stat().st_size > 0
     model = save / "privacy" / "seed_1" / "models" / "FT_saliency" / "o1001_u1001.json"
     stats = json.loads(model.read_text())
@@ -288,7 +295,7 @@ def test_tiny_privacy_reuses_everything(tiny):
     save, first = tiny
     again = benchmark.main.__wrapped__(TINY + ["--save_dir", str(save), "--no-plots"])
     assert again["counts"] == {"made": 0, "reused": 16, "failed": 0}
-    assert [{k: v for k, v in r.items()} for r in again["rows"]] == first["rows"]
+    assert again["per_seed"][0]["rows"] == first["per_seed"][0]["rows"]
 
 
 def test_tiny_privacy_refuses_other_settings(tiny, capsys):
@@ -316,7 +323,7 @@ def test_statistics_are_those_of_main_forget(tiny, tmp_path):
     import trainer
     from suite import privacy as S
     save, out = tiny
-    plan = out["plan"]
+    plan = out["per_seed"][0]["plan"]
     for key in (("GA", False, 1, 1001), ("GA", True, 1, 1001)):
         argv = plan.forget_argv(key) + ["--save_dir", str(tmp_path), "--run_name", f"m{int(key[1])}"]
         main_forget.main.__wrapped__(argv)
@@ -337,4 +344,88 @@ def test_worker_processes_give_the_same_statistics(tiny, tmp_path):
     out = benchmark.main.__wrapped__(TINY + ["--save_dir", str(tmp_path), "--no-plots", "--launcher", "local",
                                              "--jobs", "2"])
     assert out["counts"] == {"made": 3, "reused": 13, "failed": 0}
-    assert out["rows"] == first["rows"]
+    assert out["per_seed"][0]["rows"] == first["per_seed"][0]["rows"]
+
+
+# ---------------------------------------------------------------- several seeds (forget sets)
+
+T_1 = 12.706204736174698  # Student t, 97.5% quantile, 1 degree of freedom
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tiny, tmp_path_factory):
+    """Seeds 1 and 2 with FT only; seed 1's models come from the tiny run (reused), seed 2's are made."""
+    import shutil
+    save = tmp_path_factory.mktemp("privacy_seeds")
+    for name in ("seed_1", "privacy"):
+        shutil.copytree(tiny[0] / name, save / name)
+    argv = [*TINY[:2], "--seeds", "1,2", "--methods", "FT", *TINY[6:], "--save_dir", str(save)]
+    return save, argv, benchmark.main.__wrapped__(argv)
+
+
+def test_two_seeds_summary_is_the_t_interval_of_the_seeds(two_seeds):
+    from suite import privacy as S
+    save, _, out = two_seeds
+    # seed 1: every FT model reused (GA's files stay unused); seed 2: 2 originals, 2 retrained, 2 x 3 FT models
+    assert out["counts"] == {"made": 10, "reused": 10, "failed": 0}
+    saved = json.loads((save / "privacy.json").read_text())
+    assert [p["meta"]["settings"]["seed (split and forget set)"] for p in saved["per_seed"]] == [1, 2]
+    assert saved["per_seed"][0]["forget_indices"] != saved["per_seed"][1]["forget_indices"]
+    rows = [{r["label"]: r for r in p["rows"]} for p in saved["per_seed"]]
+    summary = {r["label"]: r for r in saved["summary"]["rows"]}
+    assert list(summary) == ["FT", "FT + mask"]
+    for name in ("FT", "FT + mask"):
+        a, b = (100 * r[name]["ulira_accuracy"] for r in rows)
+        stat = summary[name]["ulira_accuracy_percent"]
+        assert stat["seeds"] == [1, 2] and stat["values"] == pytest.approx([a, b])
+        assert stat["mean"] == pytest.approx((a + b) / 2) and stat["std"] == pytest.approx(abs(a - b) / math.sqrt(2))
+        assert stat["high"] - stat["mean"] == pytest.approx(T_1 * abs(a - b) / 2)
+        assert summary[name]["ulira_auc"]["values"] == pytest.approx([r[name]["ulira_auc"] for r in rows])
+    (masking,) = saved["summary"]["masking"]
+    d = [r["FT + mask"]["ulira_auc"] - r["FT"]["ulira_auc"] for r in rows]
+    assert masking["comparison"] == "FT + mask - FT" and masking["ulira_auc"]["values"] == pytest.approx(d)
+    diff = masking["ulira_accuracy_percent"]
+    half = T_1 * abs(diff["values"][0] - diff["values"][1]) / 2
+    assert diff["mean"] == pytest.approx(sum(diff["values"]) / 2)
+    assert (diff["low"], diff["high"]) == pytest.approx((diff["mean"] - half, diff["mean"] + half))
+    md = (save / "privacy.md").read_text()
+    assert md == S.render(saved) and md.startswith("# Per-example privacy over 2 forget sets: digits, K = 2\n")
+    assert f"| [{diff['low']:.1f}, {diff['high']:.1f}] |" in md
+    assert "## Per-example privacy: digits, seed 1, K = 2" in md and "## Per-example privacy: digits, seed 2" in md
+    assert (save / "privacy_epsilon_seed_2.png").is_file() and not (save / "privacy_epsilon.png").exists()
+
+
+def test_two_seeds_have_their_own_folders_and_a_rerun_reuses_everything(two_seeds):
+    save, argv, first = two_seeds
+    model = json.loads((save / "privacy" / "seed_2" / "models" / "FT" / "o1002_u1002.json").read_text())
+    assert model["args"]["seed"] == 2 and model["args"]["train_seed"] == 1002
+    assert (save / "privacy" / "seed_2" / "originals" / "train_seed_1002").is_dir()
+    assert (save / "seed_2" / "original" / "checkpoint.pt").is_file()
+    again = benchmark.main.__wrapped__(argv + ["--no-plots"])
+    assert again["counts"] == {"made": 0, "reused": 20, "failed": 0}
+    assert again["summary"] == first["summary"]
+
+
+def test_summary_leaves_out_a_failed_seed():
+    from suite.privacy_summary import summary
+    rows = {s: [{"label": "RL", "method": "RL", "masked": False, "ulira_accuracy": acc, "ulira_auc": 0.5},
+                {"label": "RL + mask (SalUn)", "method": "RL", "masked": True, "ulira_accuracy": acc - 0.01,
+                 "ulira_auc": 0.5}] for s, acc in ((1, 0.6), (2, 0.7), (3, 0.8))}
+    rows[2][1] = {"label": "RL + mask (SalUn)", "method": "RL", "masked": True, "failed": "diverged"}
+    out = summary(sorted(rows.items()))
+    assert out["rows"][0]["ulira_accuracy_percent"]["n"] == 3
+    assert out["rows"][1]["ulira_accuracy_percent"]["seeds"] == [1, 3]
+    assert out["masking"][0]["ulira_accuracy_percent"]["seeds"] == [1, 3]
+    assert out["masking"][0]["ulira_accuracy_percent"]["mean"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("seeds, says", [("1,1001", "seeds 1 and 1001 would share the train seed 1001"),
+                                         ("1,501", "seeds 1 and 501 would share the train seed 501"),
+                                         ("3,3", "lists seed 3 twice")])
+def test_seeds_sharing_train_seeds_are_one_line(tmp_path, capsys, seeds, says):
+    with pytest.raises(SystemExit) as err:
+        benchmark.main(["--privacy", "2", "--seeds", seeds, "--save_dir", str(tmp_path / "p")])
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0]
+    assert not (tmp_path / "p").exists()
