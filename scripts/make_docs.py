@@ -90,8 +90,8 @@ method (the same flags with and without the saliency mask). Command-line overrid
 (every other training method), `--device`, `--data`, `--save_dir`.
 
 Every unlearning run uses SGD with momentum 0.9 and weight decay 5e-4, except NegGrad+, CF-k and EU-k, which
-train with plain SGD (no momentum, no weight decay) as their authors do unless a preset spells out `--momentum`
-and `--weight_decay` (`fashionmnist`, whose tables were measured so); the preset's batch size, and the
+train with plain SGD (no momentum, no weight decay) as their authors do (a preset may spell out `--momentum`
+and `--weight_decay`; none does); the preset's batch size, and the
 training milestones (`--decreasing_lr`) that fall inside its own epochs. The saliency mask (SalUn) keeps the
 `mask_ratio` fraction of weights with the largest forget-set gradient magnitude; `retrain` (the reference)
 and the original model (`raw`) are never masked. How the `digits` and `fashionmnist` values were chosen,

@@ -151,10 +151,10 @@ PRESETS = {
             "fisher_new": {"alpha": 1e-7},
             "wfisher": {"alpha": 10, "iu_samples": 300},
             "FT_prune": {"unlearn_epochs": 5, "unlearn_lr": 0.01, "alpha": 5e-4},
-            "NegGrad_plus": {"unlearn_epochs": 5, "unlearn_lr": 0.3, "neggrad_beta": 0.99},
+            "NegGrad_plus": {"unlearn_epochs": 5, "unlearn_lr": 0.397, "neggrad_beta": 0.97},
             "SCRUB": {"unlearn_epochs": 5, "unlearn_lr": 0.03},
-            "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 3, "last_k": 7},
-            "EU_k": {"unlearn_epochs": 20, "unlearn_lr": 0.3, "last_k": 13},
+            "CF_k": {"unlearn_epochs": 5, "unlearn_lr": 2.37, "last_k": 7},
+            "EU_k": {"unlearn_epochs": 20, "unlearn_lr": 0.441, "last_k": 13},
             "SSD": {"ssd_alpha": 4.41, "ssd_lambda": 1},  # searched: docs/results/search_fashionmnist_ssd.md
             "BE": {"unlearn_epochs": 5, "unlearn_lr": 1e-5},
             "BS": {"unlearn_epochs": 5, "unlearn_lr": 3e-4},
