@@ -51,7 +51,7 @@ import time
 
 import utils
 from arg_parser import Parser
-from argtypes import fraction, pos_int, ratio
+from argtypes import fraction, nonneg_int, pos_int, ratio
 from suite import launch, tables
 from suite.curves import DEFAULT_METHODS as CURVE_METHODS
 from suite.curves import run_curves
@@ -105,6 +105,9 @@ def parse(argv=None):
     p.add_argument("--unlearn_epochs", type=pos_int, default=None, help="epochs of every other training method")
     p.add_argument("--device", default=None, help="passed to every run (default: auto, CUDA when available)")
     p.add_argument("--data", default=None, help="dataset folder passed to every run")
+    p.add_argument("--save_every_steps", type=nonneg_int, default=0, metavar="N",
+                   help="passed to every run: a checkpoint also after every N-th step of an epoch, where a resumed "
+                        "run continues (default 0: at the end of every epoch only)")
     p.add_argument("--save_dir", default="./benchmark_results", help="runs, logs and result files")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     mode = p.add_mutually_exclusive_group()
@@ -151,6 +154,7 @@ def resolve(args):
             if method != REFERENCE and "unlearn_epochs" in options:
                 options["unlearn_epochs"] = args.unlearn_epochs
     cfg["device"], cfg["data_root"], cfg["save_dir"] = args.device, args.data, args.save_dir
+    cfg["save_every_steps"] = args.save_every_steps
     cfg["sparsity"], cfg["masked_arm"] = args.sparsity or [], args.masked_arm
     if args.forget_ratio is not None:
         if cfg["scenario"] == "class":

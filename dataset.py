@@ -539,5 +539,10 @@ def in_order(x, batch_size):
     return (x[s:s + batch_size] for s in starts)
 
 
+def rows(x, lo, hi):
+    """Rows lo:hi of x: a tensor's slice, or streamed images as a view (nothing is read yet)."""
+    return x.subset(range(lo, hi)) if isinstance(x, ImageFiles) else x[lo:hi]
+
+
 def num_batches(n, batch_size):
     return (n + batch_size - 1) // batch_size

@@ -11,11 +11,13 @@ as one process would; `trainer.fit` then gives each rank its contiguous slice of
 gradients with DistributedDataParallel. Each rank's batch-mean loss is weighted by its share of the batch
 (n_rank * N / n_batch), so an uneven last batch still gives the gradient of the global batch mean. The
 all-reduced gradients are identical on every rank, so the masked step, the weights and the running
-statistics stay identical too. Only rank 0 writes files and prints.
+statistics stay identical too. Only rank 0 writes files and prints. Evaluation and the one-shot statistics are
+shared out: each rank takes its `share` of the rows, and `gather_rows` / `all_sum` combine the parts.
 
 Backends: NCCL on CUDA (rank r on cuda:LOCAL_RANK), gloo on CPU. torch's SyncBatchNorm only accepts GPU
 inputs; on CPU `CPUSyncBatchNorm` computes the same statistics with two all-reduces.
 """
+import contextlib
 import datetime
 import hashlib
 import inspect
@@ -115,13 +117,14 @@ def cleanup():
         dist.destroy_process_group()
 
 
-# ---------------------------------------------------------------- work shared out: evaluation
+# ---------------------------------------------------------------- work shared out: evaluation, statistics
 
-def share(n):
-    """This rank's contiguous range (lo, hi) of n rows: world_size() pieces, sizes differing by at most one."""
-    sizes = _sizes(n)
-    lo = sum(sizes[:rank()])
-    return lo, lo + sizes[rank()]
+def share(n, group=1):
+    """This rank's contiguous range (lo, hi) of n rows: world_size() pieces of whole groups of `group` consecutive
+    rows (the last group may be shorter), their numbers of groups differing by at most one."""
+    groups = _sizes(-(-n // group))
+    lo = sum(groups[:rank()]) * group
+    return min(lo, n), min(lo + groups[rank()] * group, n)
 
 
 def _sizes(n):
@@ -150,25 +153,76 @@ def merged(results):
     return {k: v for part in parts for k, v in part.items()}
 
 
-# ---------------------------------------------------------------- state the ranks must share
+# ---------------------------------------------------------------- state the ranks share: broadcast, sums, checks
 
 def _comm_device():
     """Where collectives take their tensors: this rank's GPU under NCCL, else the CPU."""
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def from_main(tensors):
-    """Rank 0's values of a dict of tensors on every rank (copied in place; returns the dict). For state that every
-    rank computes but must hold identically, such as a saliency mask: on a GPU a non-deterministic backward can
-    put another entry at the top-k boundary on each rank."""
+def _in_place(tensors, collective):
+    """Run `collective` on each tensor of the dict `tensors` and copy the result back; returns the dict."""
     if not active():
         return tensors
     device = _comm_device()
     for t in tensors.values():
         buf = t.to(device, torch.uint8 if t.dtype == torch.bool else t.dtype)  # gloo and NCCL have no bool
-        dist.broadcast(buf, 0)
+        collective(buf)
         t.copy_(buf)
     return tensors
+
+
+def from_main(tensors):
+    """Rank 0's values of a dict of tensors on every rank (copied in place; returns the dict). For state that every
+    rank computes but must hold identically, such as a saliency mask: on a GPU a non-deterministic backward can
+    put another entry at the top-k boundary on each rank."""
+    return _in_place(tensors, lambda buf: dist.broadcast(buf, 0))
+
+
+def all_sum(tensors):
+    """The sum over the ranks of a dict of tensors, on every rank (in place; returns the dict): a statistic of which
+    each rank computed its share's part. Under `together`, this is where the other ranks learn that one failed."""
+    if active() and not _go_on(failed=False):
+        raise _Stopped
+    return _in_place(tensors, dist.all_reduce)
+
+
+class _Stopped(Exception):
+    """Raised in a block under `together` on a rank that learns in `all_sum` that another rank failed."""
+
+
+def _go_on(failed):
+    """Whether no rank failed: a flag exchanged by every rank."""
+    flag = torch.tensor([int(failed)], device=_comm_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return not flag.item()
+
+
+@contextlib.contextmanager
+def together():
+    """A block that every rank runs and whose only collectives are `all_sum`s (a one-shot method). An exception on
+    any rank ends it on every rank with one UserError, the first failed rank's line, instead of leaving the others
+    waiting in a collective; a rank's own exception other than a UserError is raised as it is there (a bug)."""
+    if not active():
+        yield
+        return
+    error = None
+    try:
+        yield
+    except _Stopped:
+        pass
+    except Exception as err:
+        error = err
+        _go_on(failed=True)
+    else:
+        if _go_on(failed=False):
+            return
+    lines = [None] * world_size()
+    dist.all_gather_object(lines, None if error is None else str(error) if isinstance(error, UserError) else
+                           f"{type(error).__name__} on rank {rank()}: {error}")
+    if error is not None and not isinstance(error, UserError):
+        raise error
+    raise UserError(next(line for line in lines if line)) from None
 
 
 def checksum(tensors):

@@ -3,7 +3,9 @@
 Saliency (the reference's generate_mask): s = |sum over forget batches of grad CE(model(x), y)| (eval mode,
 no step); a mask at ratio r keeps the int(total * r) entries with the largest s, ranked globally over every
 parameter of the model, ties broken by position (earlier parameter, then earlier entry, wins), so the same
-scores always give the same mask. Under torchrun every rank gets rank 0's mask.
+scores always give the same mask. Under torchrun each rank computes the gradient of its share of the forget set,
+the shares' gradients are summed over the ranks, and every rank gets rank 0's mask. (`gradient_sums` also
+gives FF and IU their gradient sums.)
 """
 import torch
 import torch.nn.functional as F
@@ -56,16 +58,31 @@ def combine(a, b):
     return out
 
 
-def saliency_scores(model, x, y, batch_size):
-    """|sum over batches of the gradient of the batch-mean cross-entropy| per parameter."""
+def gradient_sums(model, x, y, batch_size, batch_mean=False):
+    """{name: gradient of the cross-entropy summed over (x, y)} in passes of `batch_size` examples, eval mode;
+    with batch_mean, of the sum over consecutive batches of `batch_size` of each batch's mean. Under torchrun
+    every rank must call it: each sums over its contiguous share of the examples (a batch cut between two
+    ranks: each part's summed loss divided by the whole batch's size), and the sums are added over the ranks."""
     model.eval()
-    named = [(n, p) for n, p in model.named_parameters()]
-    total = [torch.zeros_like(p) for _, p in named]
-    for s in range(0, len(x), batch_size):
-        loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size])
-        for t, g in zip(total, torch.autograd.grad(loss, [p for _, p in named])):
+    params = dict(model.named_parameters())
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    s, hi = distributed.share(len(x))
+    while s < hi:
+        start = s // batch_size * batch_size
+        e = min(start + batch_size, hi)
+        loss = F.cross_entropy(model(x[s:e]), y[s:e], reduction="sum")
+        if batch_mean:  # bit-identical to the batch's mean when the batch is whole
+            loss = loss / min(batch_size, len(x) - start)
+        for t, g in zip(total.values(), torch.autograd.grad(loss, list(params.values()))):
             t += g
-    return {n: t.abs() for (n, _), t in zip(named, total)}
+        s = e
+    return distributed.all_sum(total)
+
+
+def saliency_scores(model, x, y, batch_size):
+    """|sum over batches of the gradient of the batch-mean cross-entropy| per parameter (shared out under torchrun,
+    see gradient_sums)."""
+    return {n: t.abs() for n, t in gradient_sums(model, x, y, batch_size, batch_mean=True).items()}
 
 
 def top_ratio(scores, ratio):

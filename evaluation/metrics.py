@@ -23,7 +23,7 @@ def _batched_outputs(model, x, device, batch_size, head):
     rows = hi - lo
     lo = min(lo, len(x) - 1)
     hi = max(hi, lo + 1)  # a rank without rows runs one, for the number of columns
-    part = x.subset(range(lo, hi)) if isinstance(x, dataset.ImageFiles) else x[lo:hi]
+    part = dataset.rows(x, lo, hi)
     was_training = model.training
     model.eval()
     out = []

@@ -82,6 +82,7 @@ def common_argv(cfg, seed):
     argv += flags(cfg["data"])
     argv += ["--data", cfg["data_root"]] if cfg["data_root"] else []
     argv += ["--device", cfg["device"]] if cfg["device"] else []
+    argv += ["--save_every_steps", str(cfg["save_every_steps"])] if cfg["save_every_steps"] else []
     return argv
 
 

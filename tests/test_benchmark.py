@@ -12,7 +12,9 @@ import pytest
 import benchmark
 from commands import baseline as main_baseline
 from commands import forget as main_forget
+from commands import imp as main_imp
 from suite import presets, tables
+from suite.runs import plan
 from unlearn import METHODS
 from utils import UserError
 
@@ -158,6 +160,18 @@ def test_print_commands(tmp_path, capsys):
     retrain = forget[0]
     assert retrain.unlearn_epochs == 12 and retrain.unlearn_lr == 0.1 and retrain.decreasing_lr == [6, 9]
     assert forget[1].unlearn_lr == presets.PRESETS["digits"]["methods"]["FT"]["unlearn_lr"]
+
+
+def test_save_every_steps_reaches_every_run(tmp_path):
+    """--save_every_steps is in the command line of every planned run (what each launcher runs or submits), and
+    in none by default."""
+    argv = ["--seeds", "1,", "--methods", "FT", "--sparsity", "0.5", "--save_dir", str(tmp_path)]
+    scripts = {"main_baseline.py": main_baseline, "main_imp.py": main_imp, "main_forget.py": main_forget}
+    runs = plan(benchmark.resolve(benchmark.parse([*argv, "--save_every_steps", "7"])), str(tmp_path))
+    assert {r.script for r in runs} == set(scripts)
+    assert all(scripts[r.script].parse(r.argv).save_every_steps == 7 for r in runs)
+    default = plan(benchmark.resolve(benchmark.parse(argv)), str(tmp_path))
+    assert not any("--save_every_steps" in r.argv for r in default)
 
 
 def test_print_commands_presets(capsys):

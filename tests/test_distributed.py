@@ -1,5 +1,7 @@
 """Training on 2 processes (gloo, CPU) equals training on one with the same global batch; a killed torchrun
-run resumes."""
+run resumes; the saliency scores and one-shot methods shared out over 2 processes equal one process."""
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -20,10 +22,12 @@ import distributed
 from commands import baseline as main_baseline
 import trainer
 import utils
-from unlearn import METHODS
+from unlearn import METHODS, register
+from unlearn.apply import apply
 from evaluation import evaluate, predict_probs
-from masks import top_ratio
+from masks import gradient_sums, top_ratio
 from conftest import DIGITS_ARGS, REPO, cli_env, run_script
+from tests.test_persample import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -226,6 +230,126 @@ def test_two_processes_equal_one(tmp_path):
         for kind in ("", "_bs"):  # plain training; BS, which labels each rank's slice itself
             streamed, held = ranks[r]["streamed" + kind], ranks[r]["tensors" + kind]
             assert all(torch.equal(streamed[k], held[k]) for k in held), (r, kind)
+
+
+# ---------------------------------------------------------------- one-shot work shared out
+
+# Each method's flags: strong enough to move the weights visibly. Of 400 generated examples the forget set has 71
+# (saliency batches of 16: the ranks' 36 + 35 examples cut batch 3; for SSD one batch of 128, on rank 0), the
+# retain set 289.
+ONE_SHOT = {"fisher": dict(alpha=1e-8, fisher_samples=101), "fisher_new": dict(alpha=1e-9),
+            "wfisher": dict(alpha=1.0, iu_samples=40), "SSD": dict(ssd_alpha=1.0)}
+ONE_SHOT_TOLERANCE = 1e-10
+
+
+def one_shot_args(name, **values):
+    """main_forget's arguments for a one-shot method under a saliency mask at 0.5: its flags' defaults, then
+    `values` (built here: main_forget.parse would import torchvision in every process, seconds on busy cores)."""
+    defaults = {flag.lstrip("-"): options.get("default") for flag, options in METHODS[name].flags}
+    return types.SimpleNamespace(unlearn=name, mask_ratio=0.5, batch_size=16, resume=False, train_seed=1,
+                                 **{**defaults, **values})
+
+
+def float64_tiny():
+    model = tiny_model().double()
+    model.prune_mask = None
+    return model
+
+
+def one_shot_work():
+    """A float64 model with every kind of layer the statistics expand, on 400 random 8x8 images of 10 classes: the
+    forget set's saliency gradient sums, then each one-shot method run as main_forget runs it under a saliency
+    mask at 0.5 (its weights, its mask and the number of examples the model saw on this rank)."""
+    g = torch.Generator().manual_seed(0)
+    raw = dataset.RawData(torch.rand(400, 1, 8, 8, generator=g, dtype=torch.float64),
+                          torch.randint(0, 10, (400,), generator=g), torch.rand(1, 1, 8, 8, dtype=torch.float64),
+                          torch.zeros(1, dtype=torch.long), 10)
+    splits = dataset.make_splits(raw, 2, num_indexes_to_replace=71)
+    out = {"gradient": gradient_sums(float64_tiny(), *splits.xy("forget"), 16, batch_mean=True)}
+    for name, values in ONE_SHOT.items():
+        model, rows = float64_tiny(), []
+        model.register_forward_pre_hook(lambda m, inputs, rows=rows: rows.append(len(inputs[0])))
+        done = apply(one_shot_args(name, **values), model, splits, torch.device("cpu"))
+        out[name] = {k: v.detach().clone() for k, v in done.model.state_dict().items()}
+        out[name + " mask"], out[name + " rows"] = done.saliency, sum(rows)
+    return out, splits
+
+
+def failing_one_shot(splits, error, after_sum):
+    """Apply a one-shot method that raises `error` on rank 0 alone, before or after its statistic's all_sum."""
+    @register(one_shot=True)
+    def toy_fails(model, splits, args, device, mask, run_dir=None):
+        if distributed.rank() == 0 and not after_sum:
+            raise error
+        distributed.all_sum({"n": torch.ones(1)})
+        if distributed.rank() == 0:
+            raise error
+        return model
+
+    try:
+        return apply(one_shot_args("toy_fails"), float64_tiny(), splits, torch.device("cpu"))
+    finally:
+        del METHODS["toy_fails"]
+
+
+def _one_shot_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    distributed.setup(torch.device("cpu"))
+    try:
+        results, splits = one_shot_work()
+        try:  # rank 0's bug: its traceback there, one line on the other ranks
+            failing_one_shot(splits, RuntimeError("toy bug"), after_sum=False)
+        except (RuntimeError, utils.UserError) as err:
+            results["bug"] = f"{type(err).__name__}: {err}"
+        stderr = io.StringIO()  # rank 0's UserError, after the others finished: the command line's one line
+        with contextlib.redirect_stderr(stderr):
+            try:
+                utils.cli(lambda argv: failing_one_shot(splits, utils.UserError("toy: strength 7 is out of range"),
+                                                        after_sum=True))()
+            except SystemExit as exit_:
+                results["exit"] = exit_.code
+        results["stderr"] = stderr.getvalue()
+        torch.save(results, os.path.join(out, f"one_shot{rank}.pt"))
+    finally:
+        distributed.cleanup()
+
+
+def spawn_two(fn, *args, timeout=180):
+    """fn(rank, *args) on 2 processes; a hang fails the test instead of stalling the suite."""
+    ctx = mp.spawn(fn, args=(2, *args), nprocs=2, join=False)
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail(f"{fn.__name__} did not finish in {timeout} s")
+
+
+def test_one_shot_work_shared_out_equals_one_process(tmp_path):
+    """The saliency gradient, masks and one-shot methods' weights from 2 ranks, each computing its share of the
+    statistics, equal one process's; a one-shot method failing on rank 0 stops every rank with one line."""
+    spawn_two(_one_shot_worker, free_port(), str(tmp_path))
+    ranks = [torch.load(tmp_path / f"one_shot{r}.pt", weights_only=True) for r in (0, 1)]
+    single, _ = one_shot_work()
+    diffs = {"gradient": max_diff(single["gradient"], ranks[0]["gradient"])}
+    for name in ONE_SHOT:
+        init = float64_tiny().state_dict()
+        assert not all(torch.equal(single[name][k], init[k]) for k in init), name  # the method moved weights
+        for r in (0, 1):
+            mask = ranks[r][name + " mask"]
+            assert all(torch.equal(mask[k], single[name + " mask"][k]) for k in mask), (name, r)
+            assert all(torch.equal(ranks[r][name][k], ranks[0][name][k]) for k in init), (name, r)
+            assert ranks[r][name + " rows"] < single[name + " rows"] * 0.8, (name, r)  # the work was shared out
+        diffs[name] = max_diff(single[name], ranks[0][name])
+    print("max |1 process - 2 processes|:", {k: f"{v:.2g}" for k, v in diffs.items()},
+          {name: [single[name + " rows"]] + [r[name + " rows"] for r in ranks] for name in ONE_SHOT})
+    assert diffs.pop("gradient") < 1e-12 and all(d < ONE_SHOT_TOLERANCE for d in diffs.values()), diffs
+    assert ranks[0]["bug"] == "RuntimeError: toy bug"
+    assert ranks[1]["bug"] == "UserError: RuntimeError on rank 0: toy bug"
+    assert [r["exit"] for r in ranks] == [2, 2]
+    assert ranks[0]["stderr"] == "error: toy: strength 7 is out of range\n"
+    assert ranks[1]["stderr"] == "rank 1: error: toy: strength 7 is out of range\n"
 
 
 # ---------------------------------------------------------------- torchrun: kill and resume

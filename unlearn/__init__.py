@@ -21,7 +21,8 @@ def register(fn=None, *, display=None, one_shot=False, maskable=True, flags=(), 
     which the rest of the code reads from the function (`METHODS[name].one_shot`):
 
     display  -- its name in tables and figures (default: the registered name);
-    one_shot -- it changes the weights without training: under torchrun rank 0 runs it alone, the others stop;
+    one_shot -- it changes the weights without training: under torchrun every rank runs it (its statistics shared
+                out with `distributed.all_sum`, its only collective) and takes rank 0's weights;
     maskable -- False for a method the benchmark never runs under a mask (the original model, the gold standard);
     flags    -- its own command-line flags (`flag(...)`), listed under "method options" wherever the unlearning
                 flags are; a flag several methods read is declared once and given to each of them;

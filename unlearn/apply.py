@@ -1,4 +1,5 @@
 """Running one registered method on a loaded model, as main_forget.py, main_backdoor.py and the benchmark do."""
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -36,7 +37,8 @@ class Unlearned:
 def apply(args, model, splits, device, mask=None, run_dir=None, saliency=None):
     """Run --unlearn on `model` under the saliency mask at --mask_ratio (computed here unless `saliency` is
     given), else under `mask`, either ANDed with the model's pruning mask. Under --resume a finished run's
-    checkpoint in run_dir is read back instead. Under torchrun a one-shot method runs on rank 0 alone and its
+    checkpoint in run_dir is read back instead. Under torchrun every rank runs the method: a one-shot method's
+    statistics are shared out over the ranks, a failure on any rank ends every rank with one line, and rank 0's
     weights go to every rank; every rank gets the result (the ranks evaluate together, the caller writes on rank
     0)."""
     prune_mask, mask_minutes = model.prune_mask, None
@@ -58,9 +60,9 @@ def apply(args, model, splits, device, mask=None, run_dir=None, saliency=None):
         meta = model.meta
         one_shot = METHODS[args.unlearn].one_shot
         with utils.Timer() as t:
-            if distributed.is_main() or not one_shot:
+            with distributed.together() if one_shot else contextlib.nullcontext():
                 model = METHODS[args.unlearn](model, splits, args, device, mask, run_dir=run_dir)
-            if one_shot:
+            if one_shot:  # the same weights on every rank, whatever a GPU's rounding
                 distributed.from_main(model.state_dict())
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -24,6 +24,8 @@ SSD (Foster et al., AAAI 2024).
   multiplied by min(lambda * I_d / I_f, 1) (lambda = --ssd_lambda); only where the mask allows. A batch's
   squared mean gradient is not the mean of its examples' squared gradients (the diagonal empirical Fisher):
   it shrinks with the batch size where gradients disagree, so alpha and lambda are tied to this estimate.
+  Under torchrun each rank computes the batches of its share (whole batches), and the sums are added over the
+  ranks.
 """
 import copy
 import dataclasses
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import distributed
 from argtypes import nonneg_float, nonneg_int, pos_float, pos_int, probability
 from unlearn import flag, loop, register
 from masks import combine
@@ -160,16 +163,19 @@ SSD_BATCH = 128  # the authors' batch size for both importances
 
 
 def batch_importance(model, x, y, batch_size=SSD_BATCH):
-    """{name: mean over consecutive batches of the squared gradient of the batch-mean cross-entropy}."""
+    """{name: mean over consecutive batches of the squared gradient of the batch-mean cross-entropy}. Under
+    torchrun every rank must call it: each takes its contiguous share of whole batches, and the sums over
+    batches are added over the ranks."""
     model.eval()
-    named = list(model.named_parameters())
-    total = [torch.zeros_like(p) for _, p in named]
-    starts = range(0, len(x), batch_size)
-    for s in starts:
+    params = dict(model.named_parameters())
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    lo, hi = distributed.share(len(x), batch_size)
+    for s in range(lo, hi, batch_size):
         loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size])
-        for t, g in zip(total, torch.autograd.grad(loss, [p for _, p in named])):
+        for t, g in zip(total.values(), torch.autograd.grad(loss, list(params.values()))):
             t += g.square()
-    return {n: t / len(starts) for (n, _), t in zip(named, total)}
+    batches = (len(x) + batch_size - 1) // batch_size
+    return {n: t / batches for n, t in distributed.all_sum(total).items()}
 
 
 @register(one_shot=True, flags=[

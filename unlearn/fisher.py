@@ -13,11 +13,13 @@ The two variants mean what they mean in the reference code:
   w += min(sqrt(alpha / F), 1e-3) * N(0, 1), ten times larger on the classifier layer.
 
 Both change only weights the mask allows; noise is drawn for every parameter in order, as the reference does.
+Under torchrun each rank computes the statistics of its share of the examples (for `fisher_new`, of whole
+batches), the sums are added over the ranks, and every rank draws the same noise.
 """
 import torch
-import torch.nn.functional as F
 
 from argtypes import nonneg_int
+from masks import gradient_sums
 from unlearn import flag, persample, register
 
 FISHER_SAMPLES = flag("--fisher_samples", type=nonneg_int, default=0,
@@ -49,29 +51,16 @@ def _apply(model, mean, std, mask):
     return model
 
 
-def _grad_sums(model, x, y, chunk):
-    """{name: sum_i g_i}, g_i the gradient of log p(y_i | x_i), in eval mode."""
-    model.eval()
-    params = dict(model.named_parameters())
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    step = chunk or 1024
-    for s in range(0, len(x), step):
-        loss = -F.cross_entropy(model(x[s:s + step]), y[s:s + step], reduction="sum")
-        for n, g in zip(params, torch.autograd.grad(loss, list(params.values()))):
-            total[n] += g
-    return total
-
-
 @register(display="FF (empirical Fisher)", one_shot=True, flags=[persample.GRAD_CHUNK, FISHER_SAMPLES])
 def fisher(model, splits, args, device, mask, run_dir=None):
     """FF with the empirical Fisher F = mean_i (g_i + 1e-8)^2: w += min(sqrt(alpha / F), 1e-3) * N(0, 1),
     x10 on the classifier layer."""
     x, y = _retain(splits, args)
     sq = persample.sq_grad_sums(model, x, y, args.grad_chunk)
-    sums = _grad_sums(model, x, y, args.grad_chunk)
+    sums = gradient_sums(model, x, y, args.grad_chunk or 1024)  # of CE = -log p(y | x), so g = -sums here
     mean, std = {}, {}
     for name, p in model.named_parameters():
-        fisher_diag = (sq[name] + 2 * EPS * sums[name] + len(x) * EPS ** 2) / len(x)  # mean of (g + eps)^2
+        fisher_diag = (sq[name] - 2 * EPS * sums[name] + len(x) * EPS ** 2) / len(x)  # mean of (g + eps)^2
         s = torch.sqrt(args.alpha / fisher_diag).clamp(max=1e-3)
         std[name] = s * 10 if _classifier(model, p) else s
         mean[name] = p.detach()

@@ -9,25 +9,22 @@ inputs and output gradients of the n examples (capped by --iu_memory). Time: bat
 examples, n^2 / 2 pairs costing min(in * out, L^2 (in + out)) per layer (see persample) and an n x n solve.
 The reference's rank-one recursion (WoodFisher) updates its running vector with the wrong factor, so it
 does not equal this inverse; ours is checked against a dense solve in the tests.
+Under torchrun each rank sums the gradients of its share of the forget set and of the retain examples outside
+H, and the sums are added over the ranks; every rank builds H from the same n examples and takes the same step.
 """
 
 import torch
-import torch.nn.functional as F
 
+import dataset
+import distributed
 from argtypes import pos_float, pos_int
+from masks import gradient_sums
 from unlearn import flag, persample, register
 
 
 def grad_sum(model, x, y, batch_size):
-    """Flattened gradient of the summed cross-entropy over (x, y), model in eval mode."""
-    model.eval()
-    params = [p for p in model.parameters()]
-    total = [torch.zeros_like(p) for p in params]
-    for s in range(0, len(x), batch_size):
-        loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size], reduction="sum")
-        for t, g in zip(total, torch.autograd.grad(loss, params)):
-            t += g
-    return torch.cat([t.flatten() for t in total])
+    """Flattened gradient of the summed cross-entropy over (x, y), model in eval mode (shared out under torchrun)."""
+    return torch.cat([t.flatten() for t in gradient_sums(model, x, y, batch_size).values()])
 
 
 def woodbury_weights(K, Gv, damping):
@@ -55,11 +52,11 @@ def wfisher(model, splits, args, device, mask, run_dir=None):
     xr, yr = splits.xy("retain")
     nf, nr = len(xf), len(xr)
     n = samples_for(model, args, xr)
-    if n < min(args.iu_samples, nr):
+    if n < min(args.iu_samples, nr) and distributed.is_main():
         print(f"wfisher: Hessian from {n} retain examples (--iu_memory {args.iu_memory} GiB holds no more)")
     records = persample.Records(model, xr[:n], yr[:n], args.grad_chunk)
-    retain_sum = records.weighted_sum(torch.ones(n, device=xr.device)) + grad_sum(model, xr[n:], yr[n:],
-                                                                                    args.batch_size)
+    ones = torch.ones(n, dtype=next(model.parameters()).dtype, device=xr.device)
+    retain_sum = records.weighted_sum(ones) + grad_sum(model, dataset.rows(xr, n, nr), yr[n:], args.batch_size)
     v = nf / (nf + nr) * (grad_sum(model, xf, yf, args.batch_size) / nf - retain_sum / nr)
     w = woodbury_weights(*records.gram_and_dot(v), args.iu_damping).to(v.dtype)
     step = args.alpha * (v - records.weighted_sum(w)) / args.iu_damping

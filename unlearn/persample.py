@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import dataset
+import distributed
 from argtypes import nonneg_int
 from unlearn import flag
 from utils import UserError
@@ -160,10 +162,13 @@ def _add_sq(total, prefix, m, a, d, w):
 
 
 def sq_grad_sums(model, x, y, chunk=0):
-    """{name: sum_i g_i^2} for g_i the gradient of CE(x_i, y_i)."""
+    """{name: sum_i g_i^2} for g_i the gradient of CE(x_i, y_i). Under torchrun every rank must call it: each sums
+    over its contiguous share of the examples, and the sums are added over the ranks."""
     mods = layers(model)
     total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     step = chunk_size(model, mods, x, chunk)
+    lo, hi = distributed.share(len(x))
+    x, y = dataset.rows(x, lo, hi), y[lo:hi]
     for s in range(0, len(x), step):
         p = Pass(model, mods, x[s:s + step])
         outs = p.backward(y[s:s + step])
@@ -171,7 +176,7 @@ def sq_grad_sums(model, x, y, chunk=0):
         for prefix, m in mods:
             if m in outs:
                 _add_sq(total, prefix, m, p.inputs[m], outs[m], w)
-    return total
+    return distributed.all_sum(total)
 
 
 class _Grouped:
@@ -195,7 +200,8 @@ class _Grouped:
         self.mean_probs = probs.view(group, G, -1).sum(0) / self.sizes[:, None]  # (G, classes): batch means
         self.cache = {}
         widest = max(m.weight.numel() for _, m in mods if not isinstance(m, BATCHNORM))
-        self.buffer = torch.empty(G * widest, device=x.device)  # reused: fresh pages for every result are slow
+        # reused: fresh pages for every result are slow
+        self.buffer = torch.empty(G * widest, dtype=probs.dtype, device=x.device)
 
     def backward(self, c, retain):
         n = len(self.pass_.probs)
@@ -246,12 +252,16 @@ def group_sq_grads(model, x, group, chunk=0):
 
     One forward pass per chunk of whole batches and one backward pass per class give every layer's output
     gradient; each layer's batch gradients for a class are then one batched matmul against its prepared input.
-    A chunk holds --grad_chunk examples, or as many as keep the records and prepared inputs near RECORD_FLOATS."""
+    A chunk holds --grad_chunk examples, or as many as keep the records and prepared inputs near RECORD_FLOATS.
+    Under torchrun every rank must call it: each takes its contiguous share of the batches, and the sums over
+    batches are added over the ranks."""
     mods = layers(model)
     total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     one = Pass(model, mods, x[:1])
     step = chunk or RECORD_FLOATS // (one.floats() + _unfolded_floats(mods, one))
     step = max(group, step // group * group)
+    batches = (len(x) + group - 1) // group
+    x = dataset.rows(x, *distributed.share(len(x), group))
     for s in range(0, len(x), step):
         p = _Grouped(model, mods, x[s:s + step], group)
         classes = p.mean_probs.shape[1]
@@ -262,8 +272,7 @@ def group_sq_grads(model, x, group, chunk=0):
                 if m in outs:
                     for name, g in p.sums(m, outs[m]).items():
                         total[prefix + name] += torch.tensordot(coef, g.square_(), 1)
-    batches = (len(x) + group - 1) // group
-    return {k: v / batches for k, v in total.items()}
+    return {k: v / batches for k, v in distributed.all_sum(total).items()}
 
 
 def _direct(K, Gv, flat, v, n, step):
