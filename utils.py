@@ -1,12 +1,15 @@
 """Shared helpers: errors, seeding, device, atomic and safe file I/O, run folders, timing."""
+import contextlib
 import functools
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -111,13 +114,44 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# Signals that stop a run or requeue its job: Ctrl-C, kill, and Slurm's warning before a time limit.
+_STOP_SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)]
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold the stop signals until the block ends, then deliver them. A handler that exits (submitit's requeue
+    handler calls sys.exit) and runs inside torch.save's writes breaks the archive, and torch reports a
+    RuntimeError instead of the exit: the job would fail rather than be queued again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught, previous = [], {}
+    for signum in _STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not None and handler != signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, lambda n, _frame: caught.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
 def _atomic_write(path, write):
-    """Write through a temp file and os.replace. Under torchrun only rank 0 writes (every rank holds the same
-    results); the others skip."""
+    """Write through a temp file and os.replace, with the stop signals held until the file is in place. Under
+    torchrun only rank 0 writes (every rank holds the same results); the others skip."""
     if not distributed.is_main():
         return
     folder = os.path.dirname(os.path.abspath(path))
     ensure_dir(folder)
+    with _signals_deferred():
+        _write_replace(folder, path, write)
+
+
+def _write_replace(folder, path, write):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets the usual permissions

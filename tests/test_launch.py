@@ -249,3 +249,30 @@ def test_requeued_job_resumes_inside_its_epoch(tmp_path):
     log = (tmp_path / "logs" / "seed_1_original.log").read_text()
     assert log.count("$ python -u main_baseline.py") == 2 and ", step " in log.split("resuming from")[1]
     assert utils.load_torch(str(checkpoint))["epoch"] == 1 and (folder / "eval_result.json").exists()
+
+
+def test_a_stop_signal_during_a_write_waits_for_the_whole_file(tmp_path):
+    """Slurm's warning before a time limit makes submitit's handler exit the job; landing inside a checkpoint's
+    write, it used to leave no file (and inside torch.save's C++ writer, a RuntimeError instead of the exit, so
+    the job failed rather than being queued again). Now the file is written whole, then the handler runs."""
+    import utils
+    path = tmp_path / "checkpoint.pt"
+
+    def write(f):
+        f.write(b"a" * 4096)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.01)  # the handler would run here, at the next bytecode
+        f.write(b"b" * 4096)
+
+    def handler(*_):
+        sys.exit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        with pytest.raises(SystemExit):
+            utils._atomic_write(str(path), write)
+        assert signal.getsignal(signal.SIGUSR2) is handler  # the job's own handler is back
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert path.read_bytes() == b"a" * 4096 + b"b" * 4096
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
