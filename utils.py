@@ -121,8 +121,8 @@ _STOP_SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR
 @contextlib.contextmanager
 def _signals_deferred():
     """Hold the stop signals until the block ends, then deliver them. A handler that exits (submitit's requeue
-    handler calls sys.exit) and runs inside torch.save's writes breaks the archive, and torch reports a
-    RuntimeError instead of the exit: the job would fail rather than be queued again."""
+    handler calls sys.exit) and runs inside a write leaves no file; inside torch.save's writer it once surfaced
+    as torch's "unexpected pos" RuntimeError instead of the exit, and the job failed rather than being requeued."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -253,8 +253,7 @@ def test_requeued_job_resumes_inside_its_epoch(tmp_path):
 
 def test_a_stop_signal_during_a_write_waits_for_the_whole_file(tmp_path):
     """Slurm's warning before a time limit makes submitit's handler exit the job; landing inside a checkpoint's
-    write, it used to leave no file (and inside torch.save's C++ writer, a RuntimeError instead of the exit, so
-    the job failed rather than being queued again). Now the file is written whole, then the handler runs."""
+    write, it used to leave no file. Now the file is written whole, then the handler runs."""
     import utils
     path = tmp_path / "checkpoint.pt"
 
